@@ -1,0 +1,62 @@
+"""Image/mask file pairs and reading them with errors that name the file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reminder.errors import ReminderError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset: its id (the file stem), image path and mask path."""
+
+    id: str
+    image: Path
+    mask: Path
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3) uint8`` RGB."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise ReminderError(f"cannot decode image {path}: {error}") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Decode a label PNG to ``(H, W) uint8`` class ids (palette indices stay indices)."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L", "I", "I;16"):
+                raise ReminderError(
+                    f"mask {path} has image mode {image.mode}; expected a palette or grey PNG of class ids")
+            mask = np.asarray(image)
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise ReminderError(f"cannot decode mask {path}: {error}") from None
+    if mask.dtype != np.uint8:
+        if mask.max(initial=0) > 255:
+            raise ReminderError(f"mask {path} has value {int(mask.max())}, above 255")
+        mask = mask.astype(np.uint8)
+    return mask
+
+
+def check_mask_values(mask: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
+    """Return the sorted values present; fail naming the file if one is not a class or 255."""
+    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
+    bad = present[(present >= num_classes) & (present != 255)]
+    if bad.size:
+        raise ReminderError(
+            f"mask {path} has value {int(bad[0])}, outside classes 0..{num_classes - 1} and 255")
+    return present
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise ReminderError(f"{what}: folder {path} is missing")
+    return path

@@ -1,0 +1,156 @@
+"""Backbones at output stride 16 that also return each stage's features for distillation.
+
+``backbone(x) -> (stages, out)``: ``stages`` holds one feature map per stage for
+distillation, ``out`` is the activated last stage that feeds ASPP.
+Stage features are taken before the stage's final activation where the architecture
+has one (ResNet: the last bottleneck's sum before its ReLU, as PLOP's local POD uses);
+MobileNetV3's inverted residuals end linearly, so their outputs are pre-activation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import mobilenetv3, resnet
+
+from reminder.errors import ReminderError
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet, layer4 dilated (output stride 16), returning 4 stages."""
+
+    def __init__(self, net: resnet.ResNet):
+        super().__init__()
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.out_channels = net.layer4[-1].conv3.out_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for stage in self.stages:
+            for block in stage[:-1]:
+                x = block(x)
+            pre = _bottleneck_pre_activation(stage[-1], x)
+            features.append(pre)
+            x = torch.relu(pre)
+        return features, x
+
+
+def _bottleneck_pre_activation(block: resnet.Bottleneck, x: torch.Tensor) -> torch.Tensor:
+    identity = x if block.downsample is None else block.downsample(x)
+    out = block.relu(block.bn1(block.conv1(x)))
+    out = block.relu(block.bn2(block.conv2(out)))
+    return block.bn3(block.conv3(out)) + identity
+
+
+class MobileNetV3Backbone(nn.Module):
+    """torchvision MobileNetV3-Large with the last stages dilated (output stride 16)."""
+
+    def __init__(self, net: mobilenetv3.MobileNetV3):
+        super().__init__()
+        blocks = net.features
+        # a stage ends before each block that reduces resolution (torchvision marks them _is_cn)
+        cuts = [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks)]
+        self.stages = nn.ModuleList([blocks[start:end] for start, end in zip([0] + cuts[:-1], cuts)])
+        self.out_channels = blocks[-1].out_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features, x
+
+
+class TinyBackbone(nn.Module):
+    """Four stride-2 conv stages (output stride 16) for tests and CPU demos."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96)):
+        super().__init__()
+        stages, in_channels = [], 3
+        for width in widths:
+            stages.append(nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            ))
+            in_channels = width
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            pre = stage(x)
+            features.append(pre)
+            x = torch.relu(pre)
+        return features, x
+
+
+def _imagenet_weights(enum, weights: str | Path | None):
+    """``None``, ``"imagenet"`` (torchvision download or cache) or a local file."""
+    if weights is None:
+        return None, None
+    if str(weights) == "imagenet":
+        return enum.DEFAULT, None
+    path = Path(weights)
+    if not path.is_file():
+        raise ReminderError(f"backbone weights file {path} does not exist (or pass 'imagenet')")
+    return None, path
+
+
+def _load_local(net: nn.Module, path: Path) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if len([k for k in missing if not k.startswith("fc.") and not k.startswith("classifier.")]):
+        raise ReminderError(f"backbone weights {path} do not fit this backbone: missing {missing[0]}")
+
+
+def _build_torchvision(builder, enum, weights, **kwargs) -> nn.Module:
+    tv_weights, local = _imagenet_weights(enum, weights)
+    try:
+        net = builder(weights=tv_weights, **kwargs)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise ReminderError(
+            f"ImageNet weights {enum.DEFAULT} could not be loaded ({error}); download them where "
+            f"there is internet and pass the file path as the backbone weights") from None
+    if local is not None:
+        _load_local(net, local)
+    return net
+
+
+def resnet_backbone(depth: int, *, weights: str | Path | None = None) -> ResNetBackbone:
+    builders = {50: (resnet.resnet50, resnet.ResNet50_Weights),
+                101: (resnet.resnet101, resnet.ResNet101_Weights)}
+    builder, enum = builders[depth]
+    net = _build_torchvision(builder, enum, weights, replace_stride_with_dilation=[False, False, True])
+    return ResNetBackbone(net)
+
+
+def mobilenet_v3_large_backbone(*, weights: str | Path | None = None) -> MobileNetV3Backbone:
+    net = _build_torchvision(mobilenetv3.mobilenet_v3_large, mobilenetv3.MobileNet_V3_Large_Weights,
+                             weights, dilated=True)
+    return MobileNetV3Backbone(net)
+
+
+def tiny_backbone(*, weights: str | Path | None = None) -> TinyBackbone:
+    if weights is not None:
+        raise ReminderError("the tiny backbone has no pretrained weights")
+    return TinyBackbone()
+
+
+BACKBONES = {
+    "resnet101": lambda weights=None: resnet_backbone(101, weights=weights),
+    "resnet50": lambda weights=None: resnet_backbone(50, weights=weights),
+    "mobilenet_v3_large": lambda weights=None: mobilenet_v3_large_backbone(weights=weights),
+    "tiny": lambda weights=None: tiny_backbone(weights=weights),
+}
