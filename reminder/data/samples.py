@@ -24,7 +24,7 @@ def read_image(path: Path) -> np.ndarray:
     """Decode an image file to ``(H, W, 3) uint8`` RGB."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # writable, for torch.from_numpy
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
         raise ReminderError(f"cannot decode image {path}: {error}") from None
 
@@ -36,7 +36,7 @@ def read_mask(path: Path) -> np.ndarray:
             if image.mode not in ("P", "L", "I", "I;16"):
                 raise ReminderError(
                     f"mask {path} has image mode {image.mode}; expected a palette or grey PNG of class ids")
-            mask = np.asarray(image)
+            mask = np.array(image)
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
         raise ReminderError(f"cannot decode mask {path}: {error}") from None
     if mask.dtype != np.uint8:

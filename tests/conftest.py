@@ -1,0 +1,91 @@
+"""Small datasets written in the real on-disk layouts, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reminder.data.classes import flat_palette
+
+
+def save_mask(path: Path, mask: np.ndarray, *, palette: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(mask.astype(np.uint8), mode="P" if palette else "L")
+    if palette:
+        image.putpalette(flat_palette())
+    image.save(path)
+
+
+def save_image(path: Path, height: int, width: int, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path, quality=95)
+
+
+def mask_with(classes: list[int], size: int = 16) -> np.ndarray:
+    """A mask with one horizontal band per class (band 0 is background), and a 255 row."""
+    mask = np.zeros((size, size), np.uint8)
+    for i, c in enumerate(classes):
+        mask[2 + 3 * i: 4 + 3 * i, 2:14] = c
+    mask[-1, :] = 255
+    return mask
+
+
+# A hand-checkable VOC dataset: image id -> classes present (besides 0 and 255).
+HAND_TRAIN = {"img_a": [1, 2], "img_b": [3], "img_c": [1, 4], "img_d": [4]}
+HAND_VAL = {"val_a": [1], "val_b": [3, 4], "val_c": [2]}
+
+
+def write_voc(root: Path, train: dict, val: dict, *, layout: str = "devkit",
+              mask_folder: str = "SegmentationClassAug") -> Path:
+    """Write a VOC tree. ``layout``: ``devkit`` (lists in ImageSets/Segmentation) or
+    ``mib`` (``list/*.txt`` pairs and SegmentationClassAug beside VOCdevkit)."""
+    voc = root / "VOCdevkit" / "VOC2012"
+    mask_dir = (root if layout == "mib" else voc) / mask_folder
+    for seed, (image_id, classes) in enumerate({**train, **val}.items()):
+        save_image(voc / "JPEGImages" / f"{image_id}.jpg", 16, 16, seed)
+        save_mask(mask_dir / f"{image_id}.png", mask_with(classes), palette=mask_folder == "SegmentationClass")
+    if layout == "mib":
+        (root / "list").mkdir(parents=True, exist_ok=True)
+        for name, ids in (("train_aug", train), ("val", val)):
+            lines = [f"/JPEGImages/{i}.jpg /{mask_folder}/{i}.png" for i in ids]
+            (root / "list" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    else:
+        lists = voc / "ImageSets" / "Segmentation"
+        lists.mkdir(parents=True, exist_ok=True)
+        (lists / "train_aug.txt").write_text("\n".join(train) + "\n")
+        (lists / "val.txt").write_text("\n".join(val) + "\n")
+    return root
+
+
+def write_ade(root: Path, train: dict, val: dict) -> Path:
+    base = root / "ADEChallengeData2016"
+    for split, items in (("training", train), ("validation", val)):
+        for seed, (image_id, classes) in enumerate(items.items()):
+            save_image(base / "images" / split / f"{image_id}.jpg", 16, 16, seed)
+            mask = mask_with(classes)
+            mask[mask == 255] = 0  # ADE has no void label; 0 is "other"
+            save_mask(base / "annotations" / split / f"{image_id}.png", mask, palette=False)
+    return root
+
+
+@pytest.fixture
+def hand_voc(tmp_path) -> Path:
+    return write_voc(tmp_path / "voc", HAND_TRAIN, HAND_VAL)
+
+
+@pytest.fixture(scope="session")
+def synthvoc_root(tmp_path_factory) -> Path:
+    from reminder.data.synthetic import write_synthvoc
+
+    root = tmp_path_factory.mktemp("synthvoc")
+    write_synthvoc(root, images=120, size=64, seed=3, workers=1)
+    return root
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"

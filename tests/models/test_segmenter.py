@@ -1,0 +1,111 @@
+import math
+
+import pytest
+import torch
+
+from reminder.errors import ReminderError
+from reminder.models import IncrementalClassifier, build_segmenter
+from reminder.models.backbones import BACKBONES
+
+STAGES = {"tiny": 4, "mobilenet_v3_large": 5, "resnet50": 4, "resnet101": 4}
+
+
+@pytest.fixture(params=list(BACKBONES))
+def model(request):
+    torch.manual_seed(0)
+    return build_segmenter(request.param, num_classes=16).eval()
+
+
+def test_shapes_and_output_stride(model):
+    images = torch.randn(2, 3, 64, 96)
+    out = model.forward_features(images)
+    assert out.logits.shape == (2, 16, 64, 96)
+    assert out.lowres_logits.shape == (2, 16, 4, 6)  # output stride 16
+    assert out.features.shape == (2, 256, 4, 6)
+    assert len(out.stages) == STAGES[model.backbone_name]
+    assert torch.equal(model(images), out.logits)
+
+
+def test_add_classes_mib_keeps_old_foreground_logits_and_shares_background(model):
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(images)
+        new_ids = model.add_classes(3)
+        after = model(images)
+    assert new_ids == range(16, 19)
+    assert model.classes_per_step == [16, 3]
+    assert torch.equal(after[:, 1:16], before[:, 1:16])  # bit-identical
+    torch.testing.assert_close(after[:, 0], before[:, 0] - math.log(4), rtol=1e-5, atol=1e-4)
+    p_before, p_after = before.softmax(1), after.softmax(1)
+    torch.testing.assert_close(p_after[:, 1:16], p_before[:, 1:16])
+    torch.testing.assert_close(p_after[:, [0, 16, 17, 18]].sum(1), p_before[:, 0])
+
+
+def test_mib_initial_values():
+    torch.manual_seed(0)
+    head = IncrementalClassifier(8, [5])
+    bg_weight = head.heads[0].weight[0].clone()
+    bg_bias = head.heads[0].bias[0].item()
+    head.add_classes(2)
+    new = head.heads[1]
+    for k in range(2):
+        assert torch.equal(new.weight[k], bg_weight)
+    expected = bg_bias - math.log(3)
+    assert new.bias.tolist() == pytest.approx([expected, expected], abs=1e-6)
+    assert head.heads[0].bias[0].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_add_classes_default_init_keeps_every_old_logit():
+    torch.manual_seed(0)
+    model = build_segmenter("tiny", num_classes=4).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(images)
+        model.add_classes(1, init="default")
+        assert torch.equal(model(images)[:, :4], before)
+
+
+def test_fuse_gives_the_same_logits(model):
+    model.add_classes(1)
+    model.add_classes(2)
+    images = torch.randn(2, 3, 48, 48)
+    fused = model.fuse()
+    assert len(fused.classifier.heads) == 1 and fused.num_classes == 19
+    with torch.no_grad():
+        torch.testing.assert_close(fused(images), model(images), rtol=0, atol=1e-5)
+    assert len(model.classifier.heads) == 3  # the original is untouched
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_add_classes_rejects_non_positive(bad):
+    model = build_segmenter("tiny", num_classes=4)
+    with pytest.raises(ReminderError, match="positive number of classes"):
+        model.add_classes(bad)
+
+
+def test_local_backbone_weights_are_loaded(tmp_path):
+    from torchvision.models import resnet50
+
+    reference = resnet50()
+    path = tmp_path / "resnet50.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_segmenter("resnet50", num_classes=3, weights_backbone=path)
+    assert torch.equal(model.backbone.stages[3][0].conv1.weight, reference.layer4[0].conv1.weight)
+
+
+def test_unreachable_imagenet_weights_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens: the download fails
+    with pytest.raises(ReminderError, match="ImageNet weights .* could not be loaded"):
+        build_segmenter("mobilenet_v3_large", num_classes=3, weights_backbone="imagenet")
+    with pytest.raises(ReminderError, match="does not exist"):
+        build_segmenter("resnet50", num_classes=3, weights_backbone=tmp_path / "missing.pth")
+
+
+def test_config_rebuilds_the_architecture():
+    model = build_segmenter("tiny", num_classes=16)
+    model.add_classes(1)
+    config = model.config()
+    rebuilt = build_segmenter(config["backbone"], num_classes=config["classes_per_step"])
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.classes_per_step == [16, 1]
