@@ -89,5 +89,111 @@ def data_split(dataset: str, root: Path, setting: str, mode: str, order: str | N
         click.echo(format_split_table(scenario_data))
 
 
+def _parse_overrides(pairs: tuple[str, ...]) -> dict:
+    """``--set key=value`` pairs; values parsed as JSON when they can be (numbers, null, lists)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ReminderError(f"--set {pair!r} must be key=value")
+        try:
+            overrides[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.replace("-", "_")] = value
+    return overrides
+
+
+def _eval_size(value: str | None) -> int | None | str:
+    if value is None:
+        return None
+    if value == "full":
+        return "full"
+    try:
+        return int(value)
+    except ValueError:
+        raise ReminderError(f"--eval-size must be a number of pixels or 'full', got {value!r}") from None
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(["voc", "ade", "synthvoc"]), required=True)
+@click.option("--root", type=click.Path(path_type=Path), required=True, help="Dataset root folder.")
+@click.option("--setting", required=True, help="N-M or N-Ms, e.g. 15-1, 100-50 (joint: any).")
+@click.option("--method", type=click.Choice(["finetune", "joint", "ewc", "lwf-mc", "ilt", "mib", "plop",
+                                             "reminder", "reminder-kd", "reminder-unkd"]), default="reminder",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder (resumed if present).")
+@click.option("--mode", type=click.Choice(["overlap", "disjoint"]), default=None, help="[default: overlap]")
+@click.option("--order", default=None, help="Class order, comma-separated ids.")
+@click.option("--test-protocol", type=click.Choice(["reminder", "mib"]), default=None,
+              help="Unseen test classes -> 0 (reminder/PLOP) or 255 (MiB). [default: reminder]")
+@click.option("--backbone", type=click.Choice(["resnet101", "resnet50", "mobilenet_v3_large", "tiny"]),
+              default=None, help="[default: resnet101; tiny on synthvoc]")
+@click.option("--weights-backbone", default=None, help="'imagenet' or a local weights file.")
+@click.option("--epochs", type=int, default=None, help="Step-0 epochs (preset by dataset).")
+@click.option("--lr", type=float, default=None, help="Step-0 learning rate.")
+@click.option("--epochs-next", type=int, default=None, help="Epochs of the later steps.")
+@click.option("--lr-next", type=float, default=None, help="Learning rate of the later steps.")
+@click.option("--batch-size", type=int, default=None, help="Global batch size (all processes).")
+@click.option("--crop-size", type=int, default=None)
+@click.option("--eval-size", default=None, help="Resize+centre-crop size for evaluation, or 'full'.")
+@click.option("--max-iterations", type=int, default=None, help="Cap on iterations per step (quick runs).")
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ... [default: auto]")
+@click.option("--workers", type=int, default=None, help="Data loader processes. [default: 2]")
+@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default=None, help="Mixed precision (CUDA).")
+@click.option("--channels-last", is_flag=True, default=None)
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the student.")
+@click.option("--freeze-bn", is_flag=True, default=None, help="Keep batch-norm statistics frozen.")
+@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across GPUs (torchrun).")
+@click.option("--from-step0", type=click.Path(path_type=Path), default=None,
+              help="Reuse a trained step-0 checkpoint folder (RUN/step0) of another run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any configuration field, e.g. --set pod_factor=0.02 (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(dataset, root, setting, method, out, mode, order, test_protocol, backbone, weights_backbone, epochs, lr,
+          epochs_next, lr_next, batch_size, crop_size, eval_size, max_iterations, seed, device, workers, amp,
+          channels_last, compile_, freeze_bn, sync_bn, from_step0, overrides, quiet) -> None:
+    """Train every step of a continual setting; an interrupted run resumes at its first incomplete step."""
+    from reminder.train.config import resolve_config
+    from reminder.train.run import train_scenario
+
+    size = _eval_size(eval_size)
+    options = dict(mode=mode, order=tuple(_parse_order(order)) if order else None, test_protocol=test_protocol,
+                   backbone=backbone, weights_backbone=weights_backbone, epochs=epochs, lr=lr,
+                   epochs_next=epochs_next, lr_next=lr_next, batch_size=batch_size, crop_size=crop_size,
+                   eval_size=size, max_iterations=max_iterations, seed=seed,
+                   device=device, workers=workers, amp=amp, channels_last=channels_last, compile=compile_,
+                   freeze_bn=freeze_bn, sync_bn=sync_bn, from_step0=str(from_step0) if from_step0 else None)
+    options.update(_parse_overrides(overrides))
+    config = resolve_config(dataset=dataset, root=root, setting=setting, method=method, out=out, **options)
+    results = train_scenario(config, progress=not quiet, log=click.echo)
+    last = results["steps"][-1]
+    click.echo(f"{method} {setting}: final all-mIoU {100 * last['all']:.2f}, avg {100 * last['avg']:.2f}; "
+               f"results in {out / 'results.json'}")
+
+
+@main.command("eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--step", type=int, default=None, help="One step (default: every step with a checkpoint).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_(run: Path, step: int | None, as_json: bool) -> None:
+    """Re-evaluate a run's checkpoints on its test set."""
+    from reminder.train.run import evaluate_run
+
+    metrics = evaluate_run(run, step=step, progress=not as_json, log=(lambda m: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(metrics))
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+def report(runs: tuple[Path, ...], out: Path) -> None:
+    """Paper-layout tables and plots (mIoU per step, forgetting, confusion) for run folders."""
+    from reminder.train.report import write_report
+
+    click.echo(f"report written to {write_report(runs, out)}")
+
+
 if __name__ == "__main__":
     main()

@@ -167,7 +167,7 @@ def lwf_mc_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tens
 
 def feature_mse(old_features: torch.Tensor, new_features: torch.Tensor) -> torch.Tensor:
     """ILT's encoder distillation: mean squared error between feature maps."""
-    return F.mse_loss(new_features, old_features)
+    return (new_features - old_features).pow(2).mean()
 
 
 def pod_embedding(features: torch.Tensor, scales: Sequence[int] = (1, 2, 4)) -> torch.Tensor:
@@ -261,7 +261,7 @@ def class_feature_sums(features: torch.Tensor, labels: torch.Tensor,
 
 def csw_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
            features: torch.Tensor, old_prototypes: torch.Tensor, *, temperature: float = 3.0,
-           delta: float = 0.0) -> torch.Tensor:
+           delta: float = 0.0, reduce=None) -> torch.Tensor:
     """REMINDER's class-similarity-weighted KD on the pixels of new classes.
 
     ``student_logits: (B, K_all, H, W)``, ``teacher_logits: (B, K_old, H, W)``,
@@ -272,27 +272,34 @@ def csw_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: t
     ``softmax(teacher / T) * s`` (not re-normalised) is distilled into
     ``log_softmax(student[:K_old] / T)``: ``T^2 * sum(-target * log p) / new pixels``.
     A batch without new pixels gives 0.
+
+    ``reduce`` (data-parallel training) sums a tensor across ranks: the prototypes and the
+    pixel count are then those of the global batch, and each rank's loss is scaled so that
+    the ranks' mean equals the global-batch loss. Every rank must call it.
     """
-    num_old = teacher_logits.shape[1]
+    num_old, num_all = teacher_logits.shape[1], student_logits.shape[1]
     new_pixels = (labels >= num_old) & (labels != IGNORE_INDEX)
-    if not bool(new_pixels.any()):
-        return student_logits.sum() * 0.0
-    pixel_labels = labels[new_pixels]
-    new_classes = torch.unique(pixel_labels)
     with torch.no_grad():
+        new_classes = torch.arange(num_old, num_all, device=labels.device)
         sums, counts = class_feature_sums(features.detach().float(), labels, new_classes)
-        prototypes = sums / counts[:, None]
-        similarity = F.normalize(prototypes, dim=1) @ F.normalize(old_prototypes.float().to(prototypes.device), dim=1).t()
-        weights = similarity.softmax(dim=1)
+        world = sums.new_ones(1)
+        if reduce is not None:
+            packed = reduce(torch.cat([sums.flatten(), counts, world]))
+            sums, counts, world = packed[:sums.numel()].view_as(sums), packed[sums.numel():-1], packed[-1:]
+        total_pixels = counts.sum()
+    if not bool(new_pixels.any()) or total_pixels.item() == 0:
+        return student_logits.sum() * 0.0
+    with torch.no_grad():
+        prototypes = sums / counts.clamp(min=1)[:, None]
+        old = F.normalize(old_prototypes.float().to(prototypes.device), dim=1)
+        weights = (F.normalize(prototypes, dim=1) @ old.t()).softmax(dim=1)  # (K_new, K_old)
         weights = torch.where(weights < delta / num_old, torch.zeros_like(weights), weights)
-        row_of_class = torch.zeros(int(new_classes.max()) + 1, dtype=torch.long, device=labels.device)
-        row_of_class[new_classes] = torch.arange(len(new_classes), device=labels.device)
-        pixel_weights = weights[row_of_class[pixel_labels]]  # (N, K_old)
+        pixel_weights = weights[labels[new_pixels] - num_old]  # (N, K_old)
         teacher = (teacher_logits.permute(0, 2, 3, 1)[new_pixels].float() / temperature).softmax(dim=1)
         target = teacher * pixel_weights
     student = student_logits.permute(0, 2, 3, 1)[new_pixels][:, :num_old].float()
     log_student = F.log_softmax(student / temperature, dim=1)
-    return temperature ** 2 * -(target * log_student).sum() / pixel_labels.numel()
+    return temperature ** 2 * -(target * log_student).sum() * world[0] / total_pixels
 
 
 def ewc_penalty(parameters: dict[str, torch.Tensor], anchors: dict[str, torch.Tensor],

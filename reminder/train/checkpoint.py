@@ -1,0 +1,72 @@
+"""Step checkpoints: safetensors weights plus a JSON description, written atomically.
+
+``RUN/step<t>/model.safetensors`` holds the weights; ``meta.json`` what rebuilds the
+model (backbone, classes per step) and where it comes from (dataset, setting, order).
+A step is complete only when its ``metrics.json`` exists: it is written last, so an
+interrupted step is redone from its start and a half-written file is never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from reminder.errors import ReminderError
+from reminder.io import atomic_write, atomic_write_text
+from reminder.models import IncrementalSegmenter, build_segmenter
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as error:  # safetensors raises its own error types
+        raise ReminderError(f"cannot read {path}: {error}") from None
+
+
+def save_model(step_dir: Path, model: IncrementalSegmenter, meta: dict) -> None:
+    step_dir.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)
+    save_tensors(step_dir / "model.safetensors", model.state_dict())
+    atomic_write_text(step_dir / "meta.json",
+                      json.dumps({"format": CHECKPOINT_FORMAT, **model.config(), **meta}, indent=2))
+
+
+def read_meta(step_dir: Path) -> dict:
+    path = step_dir / "meta.json"
+    if not path.is_file():
+        raise ReminderError(f"{step_dir} is not a step checkpoint: meta.json is missing")
+    meta = json.loads(path.read_text())
+    if meta.get("format", 1) > CHECKPOINT_FORMAT:
+        raise ReminderError(f"checkpoint {step_dir} has format {meta['format']}, newer than this reminder "
+                            f"understands ({CHECKPOINT_FORMAT})")
+    return meta
+
+
+def load_model(step_dir: Path, device: str | torch.device = "cpu") -> tuple[IncrementalSegmenter, dict]:
+    """Rebuild and load the model saved in ``step_dir`` (weights checked against the meta)."""
+    meta = read_meta(step_dir)
+    model = build_segmenter(meta["backbone"], num_classes=meta["classes_per_step"])
+    state = load_tensors(step_dir / "model.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ReminderError(f"weights in {step_dir / 'model.safetensors'} do not match its meta.json: "
+                            f"{str(error).splitlines()[0]}") from None
+    return model.to(device), meta
+
+
+def check_compatible(meta: dict, expected: dict, source: Path) -> None:
+    """Refuse a checkpoint whose backbone, dataset or classes differ; name the field."""
+    for key, value in expected.items():
+        if meta.get(key) != value:
+            raise ReminderError(f"checkpoint {source} has {key}={meta.get(key)!r}, but this run needs {value!r}")

@@ -1,0 +1,148 @@
+"""Methods as compositions of named loss terms.
+
+A :class:`Method` lists its terms for the steps after step 0 (step 0 is plain
+cross-entropy for every method). Each term reads what it needs from a
+:class:`StepInputs` and returns a scalar; the step sums ``weight * term`` and reports every
+term by name. Weights are the reference ones (DESIGN.md section 4) via the config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from reminder.models.segmenter import SegmenterOutput
+from reminder.train import losses as L
+from reminder.train.config import TrainConfig
+
+
+@dataclass
+class StepInputs:
+    """One batch of step t, with the student's and the frozen teacher's outputs."""
+
+    images: torch.Tensor  # (B, 3, H, W)
+    labels: torch.Tensor  # (B, H, W) training labels of the step
+    student: SegmenterOutput
+    teacher: SegmenterOutput | None
+    num_old: int  # channels of the teacher (background included)
+    num_seen: int  # channels of the student
+    thresholds: torch.Tensor | None = None  # (num_old,) pseudo-label thresholds
+    old_prototypes: torch.Tensor | None = None  # (num_old, C)
+    ewc: dict | None = None  # {"anchors", "fisher", "parameters"}
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None  # sum across ranks (DDP)
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def teacher_logits(self) -> torch.Tensor:
+        """The teacher's logits at label size (computed once per batch)."""
+        if "teacher_logits" not in self.cache:
+            lowres = self.teacher.lowres_logits
+            self.cache["teacher_logits"] = torch.nn.functional.interpolate(
+                lowres, size=self.labels.shape[-2:], mode="bilinear", align_corners=False).float()
+        return self.cache["teacher_logits"]
+
+    def pseudo_labelled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if "pseudo" not in self.cache:
+            self.cache["pseudo"] = L.entropy_pseudo_labels(self.labels, self.teacher_logits, self.thresholds)
+        return self.cache["pseudo"]
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    weight: float
+    compute: Callable[[StepInputs], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    terms: tuple[Term, ...]
+    pseudo_labels: bool = False  # needs entropy thresholds before the step
+    prototypes: bool = False  # needs old prototypes
+    fisher: bool = False  # needs the Fisher information of the previous step
+    single_step: bool = False  # all classes at once (joint)
+
+
+def _ce(x: StepInputs) -> torch.Tensor:
+    return L.cross_entropy(x.student.logits.float(), x.labels)
+
+
+def _pseudo_ce(x: StepInputs) -> torch.Tensor:
+    labels, weights = x.pseudo_labelled()
+    return L.cross_entropy(x.student.logits.float(), labels, image_weights=weights)
+
+
+def _unce(x: StepInputs) -> torch.Tensor:
+    return L.unbiased_cross_entropy(x.student.logits.float(), x.labels, num_old=x.num_old)
+
+
+def _pod(config: TrainConfig) -> Callable[[StepInputs], torch.Tensor]:
+    def compute(x: StepInputs) -> torch.Tensor:
+        old = list(x.teacher.stages) + [x.teacher.lowres_logits]
+        new = list(x.student.stages) + [L.fold_new_logits(x.student.lowres_logits, x.num_old)]
+        weights = [config.pod_factor] * len(x.student.stages) + [config.pod_logits_factor]
+        schedule = math.sqrt(x.num_seen / (x.num_seen - x.num_old))
+        return schedule * L.local_pod(old, new, scales=config.pod_scales, layer_weights=weights)
+    return compute
+
+
+def _csw(config: TrainConfig) -> Callable[[StepInputs], torch.Tensor]:
+    def compute(x: StepInputs) -> torch.Tensor:
+        return L.csw_kd(x.student.logits, x.teacher_logits, x.labels, x.student.features, x.old_prototypes,
+                        temperature=config.csw_temperature, delta=config.csw_delta, reduce=x.reduce)
+    return compute
+
+
+def _kd(class_reduction: str) -> Callable[[StepInputs], torch.Tensor]:
+    return lambda x: L.knowledge_distillation(x.student.logits.float(), x.teacher_logits,
+                                              class_reduction=class_reduction)
+
+
+def _unkd(x: StepInputs) -> torch.Tensor:
+    return L.unbiased_kd(x.student.logits.float(), x.teacher_logits, num_old=x.num_old)
+
+
+def _lwf(x: StepInputs) -> torch.Tensor:
+    return L.lwf_mc_distillation(x.student.logits.float(), x.teacher_logits)
+
+
+def _encoder_mse(x: StepInputs) -> torch.Tensor:
+    return L.feature_mse(x.teacher.stages[-1].float(), x.student.stages[-1].float())
+
+
+def _ewc(x: StepInputs) -> torch.Tensor:
+    return L.ewc_penalty(x.ewc["parameters"], x.ewc["anchors"], x.ewc["fisher"])
+
+
+def build_method(name: str, config: TrainConfig) -> Method:
+    """The method ``name`` with the loss weights of ``config``."""
+    ce = Term("ce", 1.0, _ce)
+    plop_terms = (Term("ce", 1.0, _pseudo_ce), Term("pod", 1.0, _pod(config)))
+    plop_like = {"pseudo_labels": True}
+    table = {
+        "finetune": Method("finetune", (ce,)),
+        "joint": Method("joint", (ce,), single_step=True),
+        "ewc": Method("ewc", (ce, Term("ewc", config.ewc_weight, _ewc)), fisher=True),
+        "lwf-mc": Method("lwf-mc", (ce, Term("lwf_mc", config.lwf_weight, _lwf))),
+        "ilt": Method("ilt", (ce, Term("kd", config.ilt_kd_weight, _kd("mean")),
+                              Term("encoder_mse", config.ilt_feature_weight, _encoder_mse))),
+        "mib": Method("mib", (Term("unce", 1.0, _unce), Term("unkd", config.mib_kd_weight, _unkd))),
+        "plop": Method("plop", plop_terms, **plop_like),
+        "reminder": Method("reminder", plop_terms + (Term("csw_kd", config.csw_weight, _csw(config)),),
+                           prototypes=True, **plop_like),
+        # Table 5 ablations: REMINDER's output distillation replaced by KD or UNKD
+        "reminder-kd": Method("reminder-kd", plop_terms + (Term("kd", config.ablation_kd_weight, _kd("sum")),),
+                              **plop_like),
+        "reminder-unkd": Method("reminder-unkd", plop_terms + (Term("unkd", config.ablation_kd_weight, _unkd),),
+                                **plop_like),
+    }
+    return table[name]
+
+
+METHOD_NAMES = ("finetune", "joint", "ewc", "lwf-mc", "ilt", "mib", "plop", "reminder",
+                "reminder-kd", "reminder-unkd")
+STEP0_METHOD = Method("step0", (Term("ce", 1.0, _ce),))

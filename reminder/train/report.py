@@ -1,0 +1,164 @@
+"""Reports over run folders: the paper's tables in Markdown and PNG plots.
+
+- Table 1 layout: methods as rows; per setting, old / new / all / avg of the final step.
+- Table 4 layout: per-class IoU of the final step, methods as rows.
+- ``miou_per_step.png``: all-mIoU per step for each run.
+- ``forgetting_<run>.png``: IoU of each step-0 class over the steps.
+- ``confusion_<run>.png``: the final step's row-normalised confusion matrix (Fig. 5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from reminder.errors import ReminderError
+from reminder.io import atomic_write_text
+from reminder.train.run import collect_steps, read_results
+
+
+def _pct(value) -> str:
+    return "-" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def _load(runs: Sequence[Path]) -> list[dict]:
+    loaded = []
+    for run in runs:
+        results = read_results(run)
+        if not results["steps"]:
+            raise ReminderError(f"run {run} has no complete step")
+        results["run"] = Path(run)
+        results["label"] = f"{results['method']} ({Path(run).name})"
+        loaded.append(results)
+    return loaded
+
+
+def table1(results: list[dict]) -> str:
+    """Markdown table: one row per method, old / new / all / avg per setting."""
+    settings = list(dict.fromkeys(f"{r['dataset']} {r['setting']}" for r in results))
+    by_method: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in results:
+        by_method[r["method"]][f"{r['dataset']} {r['setting']}"] = r
+    header = ["Method"]
+    for setting in settings:
+        sample = next(r for r in results if f"{r['dataset']} {r['setting']}" == setting)
+        first = len(sample["steps"][0]["classes"])
+        header += [f"{setting}: 0-{first} (old)", "new", "all", "avg"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for method, per_setting in by_method.items():
+        row = [method]
+        for setting in settings:
+            r = per_setting.get(setting)
+            last = r["steps"][-1] if r else {}
+            row += [_pct(last.get("old")), _pct(last.get("new")), _pct(last.get("all")), _pct(last.get("avg"))]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def table4(results: list[dict]) -> str:
+    """Markdown table of the final step's per-class IoU, one row per run."""
+    names = list(results[0]["steps"][-1]["iou"])
+    lines = ["| Run | " + " | ".join(names) + " | mIoU |", "|" + " --- |" * (len(names) + 2)]
+    for r in results:
+        iou = r["steps"][-1]["iou"]
+        lines.append(f"| {r['label']} | " + " | ".join(_pct(iou.get(n)) for n in names)
+                     + f" | {_pct(r['steps'][-1]['all'])} |")
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_miou_per_step(results: list[dict], path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        steps = [s["step"] for s in r["steps"]]
+        ax.plot(steps, [100 * s["all"] for s in r["steps"]], marker="o", label=r["label"])
+    ax.set_xlabel("step")
+    ax.set_ylabel("mIoU of seen classes (%)")
+    ax.set_title("mIoU per step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_forgetting(result: dict, path: Path) -> Path:
+    """IoU of each step-0 class over the steps: how much each old class is forgotten."""
+    plt = _pyplot()
+    steps = result["steps"]
+    old_names = list(steps[0]["iou"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in old_names:
+        values = [100 * (s["iou"].get(name) or 0.0) for s in steps]
+        ax.plot([s["step"] for s in steps], values, marker=".", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("IoU (%)")
+    ax.set_title(f"Old classes over the steps: {result['label']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(result: dict, path: Path) -> Path:
+    plt = _pyplot()
+    last = collect_steps(result["run"])[-1]
+    matrix = np.asarray(last["confusion"], dtype=np.float64)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    names = list(last["iou"])
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"Confusion, step {last['step']}: {result['label']}")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(runs: Sequence[str | Path], out: str | Path) -> Path:
+    """Write ``out/report.md`` and its PNG plots for one or more run folders."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _load([Path(r) for r in runs])
+    plots = [plot_miou_per_step(results, out / "miou_per_step.png")]
+    for r in results:
+        slug = r["run"].name
+        plots.append(plot_forgetting(r, out / f"forgetting_{slug}.png"))
+        plots.append(plot_confusion(r, out / f"confusion_{slug}.png"))
+    parts = ["# Continual segmentation report", "",
+             "Final-step mIoU (%) in the layout of the paper's Table 1 (old = classes of step 0 with "
+             "background, new = the classes learnt after, all = every seen class, avg = mean of all "
+             "over the steps).", "", table1(results), "",
+             "## Per-class IoU at the final step (Table 4 layout)", "", table4(results), "",
+             "## Plots", ""]
+    parts += [f"![{p.stem}]({p.name})" for p in plots]
+    parts += ["", "## Runs", ""]
+    parts += [f"- `{r['run']}`: {r['dataset']} {r['setting']} ({r['mode']}), {r['method']}, "
+              f"{r['backbone']}, seed {r['seed']}, {len(r['steps'])} steps" for r in results]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(parts) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(
+        [{k: v for k, v in r.items() if k != "run"} | {"run": str(r["run"])} for r in results], indent=2))
+    return path

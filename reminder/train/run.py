@@ -1,0 +1,324 @@
+"""A whole continual scenario: step 0..T, resumable, with results after every step.
+
+Run folder::
+
+    RUN/config.json              the resolved configuration
+    RUN/step<t>/model.safetensors, meta.json, prototypes.safetensors, [fisher.safetensors]
+    RUN/step<t>/metrics.json     written last: the step is complete
+    RUN/results.json, results.csv
+
+Each step is seeded from (seed, step) alone, and after training the final weights are
+reloaded from disk before prototypes and evaluation, so a run that was interrupted and
+started again gives the same results as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from reminder.data.splits import ScenarioData, load_scenario
+from reminder.data.transforms import eval_transform, train_transform
+from reminder.errors import ReminderError
+from reminder.io import atomic_write_text
+from reminder.models import build_segmenter
+from reminder.train.checkpoint import check_compatible, load_model, load_tensors, read_meta, save_model, save_tensors
+from reminder.train.config import TrainConfig, check_resume, load_config
+from reminder.train.distributed import DistContext, init_distributed
+from reminder.train.evaluate import confusion_matrix, step_metrics
+from reminder.train.methods import STEP0_METHOD, build_method
+from reminder.train.metrics import average_over_steps
+from reminder.train.prototypes import compute_prototypes, load_prototypes, merge_prototypes, save_prototypes
+from reminder.train.step import ForwardFeatures, StepState, compute_thresholds, estimate_fisher, freeze, train_increment
+
+RESULTS_FORMAT = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ReminderError(f"device {name} was asked for, but CUDA is not available here")
+    return device
+
+
+def seed_everything(seed: int, step: int) -> int:
+    value = (seed * 1_000_003 + step) % (2 ** 31)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+    return value
+
+
+def _seed_worker(worker_id: int) -> None:
+    value = torch.initial_seed() % (2 ** 32)
+    np.random.seed(value)
+    random.seed(value)
+
+
+def make_loader(dataset, *, batch_size: int, train: bool, seed: int, config: TrainConfig,
+                dist: DistContext, device: torch.device) -> DataLoader:
+    per_rank = max(1, batch_size // dist.world_size)
+    sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=train, seed=seed,
+                                 drop_last=train) if dist.enabled else None
+    drop_last = train and len(dataset) >= per_rank * dist.world_size
+    return DataLoader(dataset, batch_size=per_rank, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=config.workers, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+class ScenarioRunner:
+    """Trains, checkpoints and evaluates the steps of one configuration."""
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print):
+        self.config = config
+        self.out = Path(config.out)
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.dist = init_distributed(self.device)
+        self.log = log if self.dist.is_main else (lambda message: None)
+        self.method = build_method(config.method, config)
+        self.data: ScenarioData = load_scenario(
+            config.dataset, config.root, config.setting, mode=config.mode, order=config.order,
+            test_protocol=config.test_protocol, other_as_background=config.other_as_background,
+            cache_dir=config.cache_dir or self.out / "cache", progress=progress and self.dist.is_main)
+        self.scenario = self.data.scenario
+
+    # -- run folder -------------------------------------------------------------------
+    def prepare(self) -> None:
+        path = self.out / "config.json"
+        if path.is_file():
+            check_resume(load_config(self.out), self.config)
+        elif self.dist.is_main:
+            atomic_write_text(path, json.dumps(self.config.to_json(), indent=2))
+        for step in range(self.scenario.num_steps):
+            if not self.data.train_ids(step):
+                names = ", ".join(f"{c} {self.data.spec.class_names[c]}" for c in self.scenario.steps[step])
+                raise ReminderError(f"step {step} ({names}) has no training image in {self.config.root}: "
+                                    f"the dataset lacks classes this setting needs")
+        per_rank = self.config.batch_size // self.dist.world_size
+        if per_rank < 2 and not self.config.freeze_bn:
+            raise ReminderError(f"batch size {self.config.batch_size} over {self.dist.world_size} process(es) "
+                                f"leaves {per_rank} image per batch; batch norm needs 2 (or use --freeze-bn)")
+        self.dist.barrier()
+
+    def step_dir(self, step: int) -> Path:
+        return self.out / f"step{step}"
+
+    def is_complete(self, step: int) -> bool:
+        return (self.step_dir(step) / "metrics.json").is_file()
+
+    def meta(self, step: int) -> dict:
+        names = self.data.spec.class_names
+        channels = [names[0]] + [names[c] for c in self.scenario.order[: self.scenario.num_seen(step) - 1]]
+        return {"dataset": self.config.dataset, "setting": self.config.setting, "step": step,
+                "method": self.config.method, "order": list(self.scenario.order), "classes": channels}
+
+    # -- one step ---------------------------------------------------------------------
+    def train_loader(self, step: int) -> DataLoader:
+        transform = train_transform(self.config.crop_size, scale=self.config.crop_scale)
+        return make_loader(self.data.train_dataset(step, transform), batch_size=self.config.batch_size,
+                           train=True, seed=seed_everything(self.config.seed, step), config=self.config,
+                           dist=self.dist, device=self.device)
+
+    def plain_loader(self, dataset) -> DataLoader:
+        return make_loader(dataset, batch_size=self.config.eval_batch_size * self.dist.world_size, train=False,
+                           seed=0, config=self.config, dist=self.dist, device=self.device)
+
+    def run_step(self, step: int) -> dict:
+        config, scenario = self.config, self.scenario
+        started = time.perf_counter()
+        seed_everything(config.seed, step)
+        step_dir = self.step_dir(step)
+        num_old = scenario.num_seen(step - 1) if step > 0 else 0
+        stats: dict = {}
+        if step == 0 and config.from_step0:
+            self._import_step0(Path(config.from_step0))
+        else:
+            state = StepState(step=step, num_old=num_old)
+            if step == 0:
+                model = build_segmenter(config.backbone, num_classes=scenario.classes_per_step()[0],
+                                        weights_backbone=config.weights_backbone).to(self.device)
+            else:
+                model, _ = load_model(self.step_dir(step - 1), self.device)
+                model.add_classes(scenario.classes_per_step()[step])
+                state.teacher = freeze(load_model(self.step_dir(step - 1), self.device)[0])
+            stats = self._train(model, state)
+            if self.dist.is_main:
+                save_model(step_dir, model, self.meta(step))
+            self.dist.barrier()
+        model, _ = load_model(step_dir, self.device)  # the final weights, as a resumed run sees them
+        self._store_statistics(model, step)
+        matrix = confusion_matrix(model, self.plain_loader(self.data.test_dataset(step, eval_transform(config.eval_size))),
+                                  scenario.num_seen(step), device=self.device, reduce=self.dist.reduce,
+                                  progress=self.progress and self.dist.is_main)
+        metrics = step_metrics(matrix, scenario, step, self.data.spec.class_names)
+        metrics.update({"step": step, "num_seen": scenario.num_seen(step),
+                        "classes": [self.data.spec.class_names[c] for c in scenario.steps[step]],
+                        "train_images": len(self.data.train_ids(step)), "test_images": len(self.data.test_ids(step)),
+                        "seconds": round(time.perf_counter() - started, 1), "train": stats,
+                        "confusion": matrix.matrix.tolist()})
+        if self.dist.is_main:
+            atomic_write_text(step_dir / "metrics.json", json.dumps(metrics))
+        self.dist.barrier()
+        return metrics
+
+    def _train(self, model, state: StepState) -> dict:
+        config, step = self.config, state.step
+        method = self.method if step > 0 else STEP0_METHOD
+        loader = self.train_loader(step)
+        if method.pseudo_labels:
+            state.thresholds = compute_thresholds(state.teacher, loader, device=self.device, bins=config.pseudo_bins,
+                                                  floor=config.pseudo_floor, reduce=self.dist.reduce,
+                                                  progress=self.progress and self.dist.is_main)
+        if method.prototypes:
+            bank = load_prototypes(self.step_dir(step - 1) / "prototypes.safetensors")
+            state.old_prototypes = bank["prototypes"][: state.num_old].to(self.device)
+        if method.fisher:
+            fisher_path = self.step_dir(step - 1) / "fisher.safetensors"
+            state.fisher = load_tensors(fisher_path, self.device) if fisher_path.is_file() else None
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        trained = model
+        if self.dist.enabled:
+            if config.sync_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            trained = torch.nn.parallel.DistributedDataParallel(ForwardFeatures(model), device_ids=ids)
+        epochs = config.epochs if step == 0 else config.epochs_next
+        lr = config.lr if step == 0 else config.lr_next
+        return train_increment(trained, method, loader, state, config=config, device=self.device,
+                               dist=self.dist, epochs=epochs, lr=lr, progress=self.progress)
+
+    def _store_statistics(self, model, step: int) -> None:
+        """Prototypes of the step's classes (and the Fisher for EWC), kept with the checkpoint."""
+        scenario, step_dir = self.scenario, self.step_dir(step)
+        loader = self.plain_loader(self.data.train_dataset(step, eval_transform(self.config.crop_size)))
+        first = scenario.num_seen(step - 1) if step > 0 else 0
+        classes = list(range(first, scenario.num_seen(step)))
+        prototypes, counts = compute_prototypes(model, loader, classes, device=self.device, reduce=self.dist.reduce,
+                                                progress=self.progress and self.dist.is_main)
+        previous = load_prototypes(self.step_dir(step - 1) / "prototypes.safetensors") if step > 0 else None
+        bank = merge_prototypes(previous, classes, prototypes, counts, scenario.num_seen(step))
+        fisher = None
+        if self.method.fisher:
+            fisher = estimate_fisher(model, self.train_loader(step), device=self.device, reduce=self.dist.reduce,
+                                     max_batches=min(50, self.config.max_iterations or 50))
+        if self.dist.is_main:
+            save_prototypes(step_dir / "prototypes.safetensors", bank)
+            if fisher is not None:
+                save_tensors(step_dir / "fisher.safetensors", fisher)
+        self.dist.barrier()
+
+    def _import_step0(self, source: Path) -> None:
+        """Reuse a trained step-0 model (``--from-step0``), as the paper does across settings."""
+        step_dir = source if source.is_dir() else source.parent
+        meta = read_meta(step_dir)
+        expected = self.meta(0)
+        check_compatible(meta, {"backbone": self.config.backbone, "dataset": self.config.dataset,
+                                "classes_per_step": [self.scenario.classes_per_step()[0]],
+                                "classes": expected["classes"]}, step_dir)
+        model, _ = load_model(step_dir, self.device)
+        if self.dist.is_main:
+            save_model(self.step_dir(0), model, {**expected, "imported_from": str(step_dir)})
+        self.dist.barrier()
+
+    # -- whole scenario ---------------------------------------------------------------
+    def run(self) -> dict:
+        self.prepare()
+        for step in range(self.scenario.num_steps):
+            if self.is_complete(step):
+                self.log(f"step {step}: complete in {self.step_dir(step)}, skipped")
+                continue
+            metrics = self.run_step(step)
+            self.log(f"step {step}: " + _summary(metrics) + f" ({metrics['seconds']} s)")
+            if self.dist.is_main:
+                write_results(self.out)
+        if self.dist.is_main:
+            write_results(self.out)
+        return read_results(self.out)
+
+
+def _summary(metrics: dict) -> str:
+    def pct(value):
+        return "-" if value is None or value != value else f"{100 * value:.1f}"
+    return f"old {pct(metrics['old'])}  new {pct(metrics['new'])}  all {pct(metrics['all'])}"
+
+
+def collect_steps(run: Path) -> list[dict]:
+    steps = []
+    for step in range(10_000):
+        path = run / f"step{step}" / "metrics.json"
+        if not path.is_file():
+            break
+        steps.append(json.loads(path.read_text()))
+    return steps
+
+
+def write_results(run: Path) -> dict:
+    """``results.json`` and ``results.csv`` from the completed steps' metrics."""
+    config = load_config(run)
+    steps = collect_steps(run)
+    alls = []
+    for metrics in steps:
+        alls.append(metrics["all"])
+        metrics["avg"] = average_over_steps(alls)
+        metrics.pop("confusion", None)
+    results = {"format": RESULTS_FORMAT, "dataset": config.dataset, "setting": config.setting,
+               "method": config.method, "backbone": config.backbone, "mode": config.mode, "seed": config.seed,
+               "steps": steps}
+    atomic_write_text(run / "results.json", json.dumps(results, indent=2))
+    class_names = list(steps[-1]["iou"]) if steps else []
+    lines = [",".join(["step", "old", "new", "all", "avg"] + class_names)]
+    for metrics in steps:
+        values = [metrics["old"], metrics["new"], metrics["all"], metrics["avg"]]
+        values += [metrics["iou"].get(name) for name in class_names]
+        lines.append(",".join([str(metrics["step"])] + ["" if v is None or v != v else f"{v:.6f}" for v in values]))
+    atomic_write_text(run / "results.csv", "\n".join(lines) + "\n")
+    return results
+
+
+def read_results(run: Path) -> dict:
+    path = Path(run) / "results.json"
+    if not path.is_file():
+        raise ReminderError(f"{run} has no results.json yet: no step is complete")
+    results = json.loads(path.read_text())
+    if results.get("format", 1) > RESULTS_FORMAT:
+        raise ReminderError(f"{path} has format {results['format']}, newer than this reminder understands")
+    return results
+
+
+def train_scenario(config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Train every step of ``config`` (skipping complete ones) and return ``results.json``."""
+    return ScenarioRunner(config, progress=progress, log=log).run()
+
+
+def evaluate_run(run: str | Path, *, step: int | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Re-evaluate the saved checkpoints of a run (all complete steps, or one)."""
+    run = Path(run)
+    runner = ScenarioRunner(load_config(run), progress=progress, log=log)
+    steps = range(runner.scenario.num_steps) if step is None else [step]
+    out = []
+    for t in steps:
+        if not (runner.step_dir(t) / "model.safetensors").is_file():
+            if step is not None:
+                raise ReminderError(f"step {t} of {run} has no checkpoint")
+            break
+        model, _ = load_model(runner.step_dir(t), runner.device)
+        dataset = runner.data.test_dataset(t, eval_transform(runner.config.eval_size))
+        matrix = confusion_matrix(model, runner.plain_loader(dataset), runner.scenario.num_seen(t),
+                                  device=runner.device, progress=progress)
+        metrics = {"step": t, **step_metrics(matrix, runner.scenario, t, runner.data.spec.class_names)}
+        log(f"step {t}: " + _summary(metrics))
+        out.append(metrics)
+    return out

@@ -1,0 +1,234 @@
+"""One increment: SGD with poly LR over the step's data, a method's loss terms, checks.
+
+The teacher (the previous step's model) is frozen, in eval mode, and runs under
+``torch.inference_mode``. Mixed precision (bf16 / fp16), channels-last and
+``torch.compile`` are options. A loss that is not finite stops the step with the
+iteration and the term named; the previous step's checkpoint is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from reminder.errors import ReminderError
+from reminder.train import losses as L
+from reminder.train.config import TrainConfig
+from reminder.train.distributed import DistContext
+from reminder.train.methods import Method, StepInputs
+
+
+class TrainingDiverged(ReminderError):
+    """A loss term became NaN or infinite."""
+
+
+@dataclass
+class StepState:
+    """What a step needs besides the model: the frozen teacher and the stored statistics."""
+
+    step: int
+    num_old: int
+    teacher: nn.Module | None = None
+    thresholds: torch.Tensor | None = None
+    old_prototypes: torch.Tensor | None = None
+    fisher: dict | None = None
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode, no gradients: the frozen teacher."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def set_train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
+    return base_lr * (1 - iteration / max(total, 1)) ** power
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def compute_thresholds(teacher: nn.Module, loader, *, device: torch.device, bins: int, floor: float,
+                       reduce=None, progress: bool = False) -> torch.Tensor:
+    """PLOP's per-class entropy thresholds from the step's training data (before the step)."""
+    histogram = None
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc="pseudo-label thresholds", leave=False, unit="batch")
+    for images, labels in iterator:
+        images, labels = images.to(device), labels.to(device)
+        logits = teacher(images)
+        counts = L.entropy_histogram(logits, labels, bins=bins)
+        histogram = counts if histogram is None else histogram + counts
+    if reduce is not None:
+        histogram = reduce(histogram)
+    return L.thresholds_from_histogram(histogram, floor=floor).to(device)
+
+
+def estimate_fisher(model: nn.Module, loader, *, device: torch.device, max_batches: int = 50,
+                    reduce=None) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher (mean squared gradient of the step's CE), scaled to max 1
+    as MiB's EWC normalises it."""
+    model.eval()
+    fisher = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
+    batches = 0
+    for images, labels in loader:
+        if batches >= max_batches:
+            break
+        model.zero_grad(set_to_none=True)
+        loss = L.cross_entropy(model(images.to(device)), labels.to(device))
+        loss.backward()
+        for name, parameter in model.named_parameters():
+            if parameter.grad is not None:
+                fisher[name] += parameter.grad.detach() ** 2
+        batches += 1
+    model.zero_grad(set_to_none=True)
+    if reduce is not None:
+        for value in fisher.values():
+            reduce(value)
+    peak = max((v.max().item() for v in fisher.values()), default=0.0)
+    return {n: v / peak if peak > 0 else v for n, v in fisher.items()}
+
+
+def _check_finite(terms: dict[str, torch.Tensor], step: int, iteration: int) -> None:
+    named_first = sorted(terms.items(), key=lambda item: item[0] == "loss")
+    for name, value in named_first:
+        if not torch.isfinite(value).all():
+            raise TrainingDiverged(
+                f"step {step}, iteration {iteration}: loss term '{name}' is {value.item()}; the step "
+                f"was stopped and the previous step's checkpoint is kept (try a lower --lr)")
+
+
+def compute_terms(method: Method, inputs: StepInputs) -> dict[str, torch.Tensor]:
+    """``{"loss": weighted sum, term name: unweighted value, ...}``."""
+    terms: dict[str, torch.Tensor] = {}
+    total = None
+    for term in method.terms:
+        value = term.compute(inputs)
+        terms[term.name] = value
+        total = term.weight * value if total is None else total + term.weight * value
+    return {"loss": total, **terms}
+
+
+def train_increment(model: nn.Module, method: Method, loader, state: StepState, *, config: TrainConfig,
+                    device: torch.device, dist: DistContext, epochs: int, lr: float,
+                    progress: bool = True) -> dict[str, float]:
+    """Train ``model`` (the student, possibly DDP-wrapped) for one step; mean of each term."""
+    core = unwrap(model)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" and device.type == "cuda" else None
+    per_epoch = len(loader)
+    total = per_epoch * epochs
+    if config.max_iterations is not None:
+        total = min(total, config.max_iterations)
+    forward = torch.compile(model.forward_features if not dist.enabled else model) if config.compile else None
+    ewc = None
+    if method.fisher and state.fisher is not None and state.teacher is not None:
+        ewc = {"anchors": dict(state.teacher.named_parameters()), "fisher": state.fisher}
+    bar = None
+    if progress and dist.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"step {state.step}", unit="it", dynamic_ncols=True)
+    sums: dict[str, float] = {}
+    iteration = 0
+    try:
+        for epoch in range(math.ceil(total / max(per_epoch, 1))):
+            if hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)
+            set_train_mode(model, freeze_bn=config.freeze_bn)
+            for images, labels in loader:
+                if iteration >= total:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = poly_lr(lr, iteration, total, config.lr_power)
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                if config.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                teacher_out = None
+                if state.teacher is not None:
+                    with torch.inference_mode(), autocast(device, config.amp):
+                        teacher_out = state.teacher.forward_features(images)
+                with autocast(device, config.amp):
+                    student_out = _student_forward(model, core, forward, images, dist)
+                inputs = StepInputs(images, labels, student_out, teacher_out, num_old=state.num_old,
+                                    num_seen=core.num_classes, thresholds=state.thresholds,
+                                    old_prototypes=state.old_prototypes, reduce=dist.reduce)
+                if ewc is not None:
+                    inputs.ewc = {**ewc, "parameters": dict(core.named_parameters())}
+                terms = compute_terms(method, inputs)
+                _check_finite(terms, state.step, iteration)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(terms["loss"]).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    terms["loss"].backward()
+                    optimizer.step()
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                iteration += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
+    except torch.OutOfMemoryError:
+        raise ReminderError(
+            f"out of GPU memory at step {state.step} with batch size {config.batch_size} and crop "
+            f"{config.crop_size}: try --amp bf16, --channels-last, a smaller --batch-size or --crop-size") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return {name: value / max(iteration, 1) for name, value in sums.items()} | {"iterations": iteration}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The segmenter inside DDP and :class:`ForwardFeatures` wrappers."""
+    model = getattr(model, "module", model)
+    return model.model if isinstance(model, ForwardFeatures) else model
+
+
+def _student_forward(model, core, compiled, images, dist: DistContext):
+    if compiled is not None and not dist.enabled:
+        return compiled(images)
+    if dist.enabled:
+        return model(images)  # the DDP wrapper calls forward_features (see ForwardFeatures)
+    return core.forward_features(images)
+
+
+class ForwardFeatures(nn.Module):
+    """Wraps a segmenter so that ``forward`` returns :class:`SegmenterOutput` (for DDP,
+    which synchronises gradients only through the wrapped module's ``forward``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        return self.model.forward_features(images)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
