@@ -133,15 +133,15 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
                     device: torch.device, dist: DistContext, epochs: int, lr: float,
                     progress: bool = True) -> dict[str, float]:
     """Train ``model`` (the student, possibly DDP-wrapped) for one step; mean of each term."""
-    core = unwrap(model)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, lr, config)
     scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" and device.type == "cuda" else None
     per_epoch = len(loader)
     total = per_epoch * epochs
     if config.max_iterations is not None:
         total = min(total, config.max_iterations)
-    forward = torch.compile(model.forward_features if not dist.enabled else model) if config.compile else None
+    forward = None
+    if config.compile:
+        forward = torch.compile(model if dist.enabled else unwrap(model).forward_features)
     ewc = None
     if method.fisher and state.fisher is not None and state.teacher is not None:
         ewc = {"anchors": dict(state.teacher.named_parameters()), "fisher": state.fisher}
@@ -162,30 +162,8 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = poly_lr(lr, iteration, total, config.lr_power)
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                teacher_out = None
-                if state.teacher is not None:
-                    with torch.inference_mode(), autocast(device, config.amp):
-                        teacher_out = state.teacher.forward_features(images)
-                with autocast(device, config.amp):
-                    student_out = _student_forward(model, core, forward, images, dist)
-                inputs = StepInputs(images, labels, student_out, teacher_out, num_old=state.num_old,
-                                    num_seen=core.num_classes, thresholds=state.thresholds,
-                                    old_prototypes=state.old_prototypes, reduce=dist.reduce)
-                if ewc is not None:
-                    inputs.ewc = {**ewc, "parameters": dict(core.named_parameters())}
-                terms = compute_terms(method, inputs)
-                _check_finite(terms, state.step, iteration)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(terms["loss"]).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    terms["loss"].backward()
-                    optimizer.step()
+                terms = train_iteration(model, method, images, labels, state, optimizer, scaler, config=config,
+                                        device=device, dist=dist, forward=forward, ewc=ewc, iteration=iteration)
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach())
                 iteration += 1
@@ -208,8 +186,47 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, ForwardFeatures) else model
 
 
+def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labels: torch.Tensor,
+                    state: StepState, optimizer, scaler, *, config: TrainConfig, device: torch.device,
+                    dist: DistContext, forward=None, ewc: dict | None = None,
+                    iteration: int = 0) -> dict[str, torch.Tensor]:
+    """One SGD iteration of ``method`` on a batch; returns the loss terms."""
+    core = unwrap(model)
+    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    if config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    teacher_out = None
+    if state.teacher is not None:
+        with torch.inference_mode(), autocast(device, config.amp):
+            teacher_out = state.teacher.forward_features(images)
+    with autocast(device, config.amp):
+        student_out = _student_forward(model, core, forward, images, dist)
+    inputs = StepInputs(images, labels, student_out, teacher_out, num_old=state.num_old,
+                        num_seen=core.num_classes, thresholds=state.thresholds,
+                        old_prototypes=state.old_prototypes, reduce=dist.reduce)
+    if ewc is not None:
+        inputs.ewc = {**ewc, "parameters": dict(core.named_parameters())}
+    terms = compute_terms(method, inputs)
+    _check_finite(terms, state.step, iteration)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(terms["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        terms["loss"].backward()
+        optimizer.step()
+    return terms
+
+
+def make_optimizer(model: nn.Module, lr: float, config: TrainConfig) -> torch.optim.SGD:
+    """SGD with Nesterov momentum and weight decay, as the reference code."""
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                           momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+
+
 def _student_forward(model, core, compiled, images, dist: DistContext):
-    if compiled is not None and not dist.enabled:
+    if compiled is not None:
         return compiled(images)
     if dist.enabled:
         return model(images)  # the DDP wrapper calls forward_features (see ForwardFeatures)
