@@ -1,0 +1,38 @@
+"""AOTInductor: ``torch.export`` with dynamic shapes, compiled into a ``.pt2`` package.
+
+The package holds native code for the device it was compiled on (this machine's CPU, or
+a CUDA GPU when ``device="cuda"``); load it with ``torch._inductor.aoti_load_package``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from reminder.errors import ReminderError
+from reminder.export.graph import ExportModule
+from reminder.export.onnx import dynamic_dims
+
+
+def export_aoti(module: ExportModule, path: str | Path, example: torch.Tensor, *,
+                metadata: dict | None = None, device: str = "cpu") -> Path:
+    path = Path(path)
+    module = module.eval().to(device)
+    example = example.to(device)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.export.export(module, (example,), dynamic_shapes=dynamic_dims())
+            fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".pt2", dir=path.parent)
+            os.close(fd)
+            configs = {"aot_inductor.metadata": {"reminder": json.dumps(metadata or {})}}
+            torch._inductor.aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
+        except Exception as error:
+            raise ReminderError(f"AOTInductor export failed: {str(error).splitlines()[0]}") from None
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,185 @@
+"""Export one trained step of a run into a verified bundle (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from reminder.data.classes import voc_palette
+from reminder.data.samples import read_image
+from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from reminder.errors import ReminderError
+from reminder.export.bundle import BUNDLE_FORMAT, file_entry, manifest_sha256, read_manifest, write_manifest
+from reminder.export.formats import parse_formats
+from reminder.export.graph import ExportModule, example_input
+from reminder.export.parity import check_parity, images_from_folder
+from reminder.export.tensorrt import EngineProfile
+from reminder.runtime.backends import open_artifact
+
+
+def completed_steps(run: Path) -> list[int]:
+    steps = []
+    while (run / f"step{len(steps)}" / "metrics.json").is_file():
+        steps.append(len(steps))
+    return steps
+
+
+def _tool_versions() -> dict:
+    versions = {}
+    for package in ("reminder", "torch", "onnx", "onnxruntime", "tensorrt"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:
+            pass
+    return versions
+
+
+def _scenario_images(run: Path, config, step: int, limit: int):
+    from reminder.data.splits import load_scenario
+
+    data = load_scenario(config.dataset, config.root, config.setting, mode=config.mode, order=config.order,
+                         cache_dir=config.cache_dir or run / "cache")
+    ids = data.test_ids(step)[:limit]
+    by_id = {s.id: s for s in data.test_samples}
+    return [read_image(by_id[i].image) for i in ids]
+
+
+def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] = "onnx", step: int | None = None,
+                  output: str = "labels", images: str | Path | None = None, parity_images: int = 8,
+                  parity_threshold: float = 0.999, parent: str | Path | None = None, name: str | None = None,
+                  version: str | None = None, device: str = "cpu", fp16_onnx: bool = False,
+                  trt_profile: EngineProfile = EngineProfile(), log: Callable[[str], None] = print) -> Path:
+    """Export step ``step`` (default: the last complete one) of ``run`` into bundle ``out``.
+
+    Every artifact is checked against eager PyTorch; the bundle is written only if each
+    one agrees on at least ``parity_threshold`` of the pixels. TensorRT asked for where it
+    is missing is skipped with a one-line message (recorded in the manifest).
+    """
+    from reminder.train.checkpoint import load_model
+    from reminder.train.config import load_config
+
+    run, out = Path(run), Path(out)
+    chosen = parse_formats(formats)
+    config = load_config(run)
+    done = completed_steps(run)
+    if not done:
+        raise ReminderError(f"run {run} has no completed step to export")
+    step = done[-1] if step is None else step
+    if step not in done:
+        raise ReminderError(f"step {step} of {run} was never trained (completed steps: {done[0]}..{done[-1]})")
+    step_dir = run / f"step{step}"
+    model, meta = load_model(step_dir)
+    module = ExportModule(model, output=output)
+    parent = Path(parent) if parent else (run / "bundles" / f"step{step - 1}" if step > 0 else None)
+    parity_set = images_from_folder(images, parity_images) if images else _scenario_images(run, config, step, parity_images)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = _manifest(run, config, meta, step, module, name, version, parent)
+        metadata = {"reminder_manifest_version": manifest["version"], "classes": json.dumps(manifest["classes"]),
+                    "step": str(step), "input": json.dumps(manifest["input"]), "output": output}
+        _export_formats(module, chosen, staging, manifest, metadata, device, fp16_onnx, trt_profile, log)
+        for source, target in (("model.safetensors", "checkpoint.safetensors"),
+                               ("prototypes.safetensors", "prototypes.safetensors")):
+            if (step_dir / source).is_file():
+                shutil.copyfile(step_dir / source, staging / target)
+                manifest["files"][target] = file_entry(staging / target)
+        for fmt in manifest["artifacts"]:
+            backend = open_artifact(staging, manifest, fmt)
+            result = check_parity(module, backend, parity_set, threshold=parity_threshold)
+            manifest["parity"][fmt] = result
+            log(f"parity {fmt}: {100 * result['pixel_agreement']:.3f}% of pixels agree, max abs diff "
+                f"{result['max_abs_diff']:.2e} on {result['images']} images")
+            if not result["passed"]:
+                raise ReminderError(f"parity failed for {fmt}: {100 * result['pixel_agreement']:.3f}% of pixels "
+                                    f"agree with eager PyTorch, below {100 * parity_threshold:.2f}%; no bundle written")
+        write_manifest(staging, manifest)
+        staging.chmod(0o755)
+        _replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
+    palette = voc_palette()
+    dataset_ids = [0] + list(meta["order"])
+    classes = [{"id": i, "name": n, "color": list(palette[dataset_ids[i]])} for i, n in enumerate(meta["classes"])]
+    size = config.eval_size or config.crop_size
+    metrics = json.loads((run / f"step{step}" / "metrics.json").read_text())
+    manifest = {
+        "format": BUNDLE_FORMAT, "name": name or f"{config.dataset}-{config.setting}-{config.method}",
+        "version": version or f"{run.name}-step{step}", "step": step,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "parent": None, "classes": classes,
+        "input": {"height": size, "width": size, "layout": "NCHW", "dtype": "float32", "range": [0, 255],
+                  "color": "RGB", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "normalization": "in-graph"},
+        "outputs": {"kind": module.output, "names": module.output_names,
+                    "label_dtype": str(module.label_dtype).replace("torch.", "")},
+        "artifacts": {}, "skipped": {}, "files": {}, "parity": {},
+        "model": {"backbone": meta["backbone"], "classes_per_step": meta["classes_per_step"],
+                  "dataset": meta["dataset"], "setting": meta["setting"], "method": meta["method"],
+                  "order": meta["order"]},
+        "metrics": {k: metrics.get(k) for k in ("old", "new", "all", "iou")},
+        "tools": _tool_versions(),
+    }
+    if parent is not None and (parent / "manifest.json").is_file():
+        parent_manifest = read_manifest(parent)
+        manifest["parent"] = {"version": parent_manifest["version"], "manifest_sha256": manifest_sha256(parent)}
+    return manifest
+
+
+def _export_formats(module, formats, staging, manifest, metadata, device, fp16_onnx, trt_profile, log) -> None:
+    from reminder.export.aoti import export_aoti
+    from reminder.export.onnx import export_onnx
+    from reminder.export.tensorrt import build_engine, gpu_compute_capability, import_tensorrt
+    from reminder.export.torchscript import export_torchscript
+
+    example = example_input()
+    for fmt in formats:
+        try:
+            if fmt.name == "onnx":
+                path = export_onnx(module, staging / fmt.filename, example, metadata=metadata)
+                extra = {"opset": 18}
+            elif fmt.name == "torchscript":
+                path, extra = export_torchscript(module, staging / fmt.filename, example, metadata=metadata), {}
+            elif fmt.name == "aoti":
+                path = export_aoti(module, staging / fmt.filename, example, metadata=metadata, device=device)
+                extra = {"device": device}
+            else:
+                import_tensorrt()
+                onnx_path = staging / "model.onnx"
+                if fp16_onnx:
+                    onnx_path = export_onnx(module, staging / "model.fp16.onnx", example, metadata=metadata, fp16=True)
+                elif not onnx_path.is_file():
+                    onnx_path = export_onnx(module, staging / ".engine-source.onnx", example, metadata=metadata)
+                path = staging / fmt.filename.format(sm=gpu_compute_capability())
+                extra = build_engine(onnx_path, path, profile=trt_profile, fp16=fp16_onnx)
+        except ReminderError as error:
+            if fmt.name != "tensorrt":
+                raise
+            manifest["skipped"][fmt.name] = str(error)
+            log(f"tensorrt skipped: {error}")
+            continue
+        manifest["artifacts"][fmt.name] = {"path": path.name, **file_entry(path), **extra}
+        log(f"exported {fmt.name}: {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+    (staging / ".engine-source.onnx").unlink(missing_ok=True)
+
+
+def _replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished bundle into place; an existing bundle is replaced only then."""
+    previous = None
+    if out.exists():
+        previous = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, previous)
+    os.replace(staging, out)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""The module that is exported: fused head, normalisation inside, logits or labels out.
+
+Input ``images``: float32 ``(B, 3, H, W)``, RGB in 0..255 (the runtime only converts
+HWC uint8 frames to NCHW float; mean/std are applied in the graph and also recorded in
+the manifest). Output, by ``output``:
+
+- ``"logits"``: ``logits`` float32 ``(B, K, H, W)``;
+- ``"labels"``: ``labels`` uint8 ``(B, H, W)`` (int32 above 256 classes) and
+  ``confidence`` float32 ``(B, H, W)``, the top softmax probability.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+OUTPUTS = ("logits", "labels")
+
+
+class ExportModule(nn.Module):
+    def __init__(self, model: nn.Module, *, output: str = "labels", mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.model = model.fuse() if hasattr(model, "fuse") else model
+        self.model.eval()
+        self.output = output
+        self.num_classes = self.model.num_classes
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
+        self.register_buffer("shift", torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits"] if self.output == "logits" else ["labels", "confidence"]
+
+    @property
+    def label_dtype(self) -> torch.dtype:
+        return torch.uint8 if self.num_classes <= 256 else torch.int32
+
+    def forward(self, images: torch.Tensor):
+        logits = self.model(images * self.scale - self.shift)
+        if self.output == "logits":
+            return logits
+        confidence, labels = logits.softmax(dim=1).max(dim=1)
+        return labels.to(self.label_dtype), confidence
+
+
+def example_input(batch: int = 2, height: int = 64, width: int = 96, seed: int = 0) -> torch.Tensor:
+    """A traced example: batch >= 2 so the exporters do not specialise the batch to 1."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, height, width, generator=generator) * 255

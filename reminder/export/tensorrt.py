@@ -1,0 +1,156 @@
+"""TensorRT engines from the bundle's ONNX, and the ONNX Runtime TensorRT EP route.
+
+Written against TensorRT's documented Python API (10.x on JetPack, 11.x on servers);
+``tensorrt`` is imported only inside these functions. TensorRT cannot be installed in the
+workplace that develops this project, so this module's tests are marked ``tensorrt`` and
+skipped there.
+
+Precision: TensorRT 10 builds FP16 from the FP32 ONNX with ``BuilderFlag.FP16``; TensorRT
+11 removed the precision flags (networks are always strongly typed), so FP16 there means
+building from an FP16 ONNX (``export_onnx(..., fp16=True)``).
+
+An engine file starts with a small header (magic, length, JSON with the TensorRT version,
+GPU compute capability and precision) so a loader can refuse an engine of another GPU or
+TensorRT version before deserialising it; :func:`read_engine` splits the two.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from reminder.errors import ReminderError
+from reminder.io import atomic_write_bytes
+
+MAGIC = b"RMDRTRT1"
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise ReminderError("TensorRT is not installed: install it from NVIDIA (pip install tensorrt, "
+                            "or JetPack on Jetson); the other formats were exported") from None
+    return tensorrt
+
+
+def tensorrt_major(trt) -> int:
+    return int(trt.__version__.split(".")[0])
+
+
+def gpu_compute_capability(device: int = 0) -> str:
+    """``"sm87"`` style, from torch when present, else from nvidia-smi."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(device)
+            return f"sm{major}{minor}"
+    except ImportError:
+        pass
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            return "sm" + out.stdout.splitlines()[device].strip().replace(".", "")
+    raise ReminderError("no CUDA GPU found: a TensorRT engine is built on the GPU it will run on")
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Optimisation profile of the ``images`` input: (batch, height, width) min/opt/max."""
+
+    min_shape: tuple[int, int, int] = (1, 256, 256)
+    opt_shape: tuple[int, int, int] = (1, 512, 512)
+    max_shape: tuple[int, int, int] = (8, 1024, 1024)
+
+    def shapes(self):
+        return [(b, 3, h, w) for b, h, w in (self.min_shape, self.opt_shape, self.max_shape)]
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: EngineProfile = EngineProfile(),
+                 fp16: bool = False, timing_cache: str | Path | None = None,
+                 workspace_gb: float = 4.0) -> dict:
+    """Build a serialised engine for this GPU; returns its header (also in the file)."""
+    trt = import_tensorrt()
+    major = tensorrt_major(trt)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if major >= 11 or (fp16 and _is_fp16_onnx(onnx_path)):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ReminderError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if fp16 and major < 11 and not flags:
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif fp16 and major >= 11 and not _is_fp16_onnx(onnx_path):
+        raise ReminderError(f"TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX; "
+                            f"{onnx_path} is FP32 (export with --fp16-onnx)")
+    optimisation = builder.create_optimization_profile()
+    optimisation.set_shape("images", *profile.shapes())
+    config.add_optimization_profile(optimisation)
+    cache = None
+    if timing_cache is not None:
+        cache_bytes = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
+        cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ReminderError(f"TensorRT failed to build an engine from {onnx_path}")
+    header = {"tensorrt": trt.__version__, "compute_capability": gpu_compute_capability(),
+              "precision": "fp16" if fp16 else "fp32", "profile": profile.__dict__}
+    atomic_write_bytes(engine_path, _with_header(header, bytes(serialized)))
+    if cache is not None:
+        atomic_write_bytes(timing_cache, bytes(cache.serialize()))
+    return header
+
+
+def _is_fp16_onnx(onnx_path: str | Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+
+
+def _with_header(header: dict, engine: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    return MAGIC + struct.pack("<I", len(text)) + text + engine
+
+
+def read_engine(path: str | Path) -> tuple[dict, bytes]:
+    """``(header, serialised engine)`` of a file written by :func:`build_engine`."""
+    data = Path(path).read_bytes()
+    if not data.startswith(MAGIC):
+        raise ReminderError(f"{path} is not a reminder TensorRT engine (no header)")
+    (length,) = struct.unpack("<I", data[len(MAGIC):len(MAGIC) + 4])
+    start = len(MAGIC) + 4
+    return json.loads(data[start:start + length]), data[start + length:]
+
+
+def check_engine_compatible(header: dict, path: str | Path) -> None:
+    """Refuse an engine built for another GPU or TensorRT version (one line, both named)."""
+    trt = import_tensorrt()
+    here = {"tensorrt": trt.__version__, "compute_capability": gpu_compute_capability()}
+    for key, value in here.items():
+        if header.get(key) != value:
+            raise ReminderError(f"engine {path} was built for {key} {header.get(key)}, this device has {value}; "
+                                f"rebuild it here or use the ONNX artifact")
+
+
+def ort_tensorrt_provider(cache_dir: str | Path, *, fp16: bool = False) -> tuple[str, dict]:
+    """ONNX Runtime's TensorRT execution provider with its engine cache in ``cache_dir``
+    (keyed by ORT on the model, the TensorRT version and the GPU)."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return ("TensorrtExecutionProvider", {
+        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir), "trt_fp16_enable": fp16,
+    })

@@ -1,0 +1,133 @@
+"""Backends that run a bundle's artifacts on ``(B, 3, H, W)`` float32 RGB 0..255 images.
+
+Each backend is called with a numpy array and returns ``{output name: numpy array}``.
+``ort`` needs only onnxruntime; ``torchscript`` and ``aoti`` import torch when they are
+opened; ``trt`` imports tensorrt (and torch for device buffers) when it is opened.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reminder.errors import ReminderError
+
+
+def _missing(package: str, install: str) -> ReminderError:
+    return ReminderError(f"this backend needs {package}, which is not installed: pip install {install}")
+
+
+class OrtBackend:
+    """ONNX Runtime, with the TensorRT, CUDA and CPU execution providers in that order
+    when available (or the ``providers`` given)."""
+
+    name = "ort"
+
+    def __init__(self, path: str | Path, *, providers: list | None = None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise _missing("onnxruntime", "onnxruntime (or onnxruntime-gpu)") from None
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+                         if p in available]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.providers = self.session.get_providers()
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(None, {"images": np.ascontiguousarray(images, dtype=np.float32)})
+        return dict(zip(self.output_names, outputs))
+
+
+class _TorchBackend:
+    def __init__(self, device: str = "cpu"):
+        try:
+            import torch
+        except ImportError:
+            raise _missing("torch", "torch") from None
+        self.torch = torch
+        self.device = torch.device(device)
+
+    def _names(self, count: int) -> list[str]:
+        return ["logits"] if count == 1 else ["labels", "confidence"]
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        torch = self.torch
+        with torch.no_grad():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device))
+        outputs = out if isinstance(out, (tuple, list)) else (out,)
+        return dict(zip(self._names(len(outputs)), (o.cpu().numpy() for o in outputs)))
+
+
+class TorchScriptBackend(_TorchBackend):
+    name = "torchscript"
+
+    def __init__(self, path: str | Path, *, device: str = "cpu"):
+        super().__init__(device)
+        self.module = self.torch.jit.load(str(path), map_location=self.device).eval()
+
+
+class AotiBackend(_TorchBackend):
+    name = "aoti"
+
+    def __init__(self, path: str | Path, *, device: str = "cpu"):
+        super().__init__(device)
+        self.module = self.torch._inductor.aoti_load_package(str(path))
+
+
+class TensorRTBackend:
+    """A TensorRT engine written by :func:`reminder.export.tensorrt.build_engine`."""
+
+    name = "trt"
+
+    def __init__(self, path: str | Path):
+        from reminder.export.tensorrt import check_engine_compatible, import_tensorrt, read_engine
+
+        trt = import_tensorrt()
+        try:
+            import torch
+        except ImportError:
+            raise _missing("torch (for GPU buffers)", "torch") from None
+        header, engine_bytes = read_engine(path)
+        check_engine_compatible(header, path)
+        self.torch = torch
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
+        self.context = self.engine.create_execution_context()
+        self.output_names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
+                             if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
+        self.trt = trt
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        torch, trt = self.torch, self.trt
+        source = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
+        self.context.set_input_shape("images", tuple(source.shape))
+        self.context.set_tensor_address("images", source.data_ptr())
+        outputs = {}
+        for name in self.output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = {trt.float32: torch.float32, trt.float16: torch.float16, trt.uint8: torch.uint8,
+                     trt.int32: torch.int32, trt.int64: torch.int64}[self.engine.get_tensor_dtype(name)]
+            outputs[name] = torch.empty(shape, dtype=dtype, device="cuda")
+            self.context.set_tensor_address(name, outputs[name].data_ptr())
+        stream = torch.cuda.current_stream()
+        self.context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+
+
+BACKENDS = {"ort": OrtBackend, "torchscript": TorchScriptBackend, "aoti": AotiBackend, "trt": TensorRTBackend}
+FORMAT_BACKEND = {"onnx": "ort", "torchscript": "torchscript", "aoti": "aoti", "tensorrt": "trt"}
+
+
+def open_artifact(bundle: Path, manifest: dict, fmt: str, **options):
+    """The backend running artifact ``fmt`` of a (verified) bundle."""
+    if fmt not in manifest.get("artifacts", {}):
+        raise ReminderError(f"bundle {bundle} has no {fmt} artifact (it has: {', '.join(manifest['artifacts'])})")
+    return BACKENDS[FORMAT_BACKEND[fmt]](Path(bundle) / manifest["artifacts"][fmt]["path"], **options)
