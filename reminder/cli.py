@@ -147,12 +147,14 @@ def _eval_size(value: str | None) -> int | None | str:
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across GPUs (torchrun).")
 @click.option("--from-step0", type=click.Path(path_type=Path), default=None,
               help="Reuse a trained step-0 checkpoint folder (RUN/step0) of another run.")
+@click.option("--export-each-step", default=None, metavar="FORMATS",
+              help="Export a bundle after each step into RUN/bundles/step<t> (e.g. onnx,torchscript).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any configuration field, e.g. --set pod_factor=0.02 (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train(dataset, root, setting, method, out, mode, order, test_protocol, backbone, weights_backbone, epochs, lr,
           epochs_next, lr_next, batch_size, crop_size, eval_size, max_iterations, seed, device, workers, amp,
-          channels_last, compile_, freeze_bn, sync_bn, from_step0, overrides, quiet) -> None:
+          channels_last, compile_, freeze_bn, sync_bn, from_step0, export_each_step, overrides, quiet) -> None:
     """Train every step of a continual setting; an interrupted run resumes at its first incomplete step."""
     from reminder.train.config import resolve_config
     from reminder.train.run import train_scenario
@@ -163,7 +165,8 @@ def train(dataset, root, setting, method, out, mode, order, test_protocol, backb
                    epochs_next=epochs_next, lr_next=lr_next, batch_size=batch_size, crop_size=crop_size,
                    eval_size=size, max_iterations=max_iterations, seed=seed,
                    device=device, workers=workers, amp=amp, channels_last=channels_last, compile=compile_,
-                   freeze_bn=freeze_bn, sync_bn=sync_bn, from_step0=str(from_step0) if from_step0 else None)
+                   freeze_bn=freeze_bn, sync_bn=sync_bn, from_step0=str(from_step0) if from_step0 else None,
+                   export_each_step=export_each_step)
     options.update(_parse_overrides(overrides))
     config = resolve_config(dataset=dataset, root=root, setting=setting, method=method, out=out, **options)
     results = train_scenario(config, progress=not quiet, log=click.echo)

@@ -89,3 +89,36 @@ def synthvoc_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
+
+
+# -- quick training runs shared by the train and export tests -------------------------------
+
+QUICK = dict(max_iterations=3, batch_size=4, crop_size=48, workers=0, eval_batch_size=8, epochs=5, epochs_next=5)
+SILENT = {"progress": False, "log": lambda message: None}
+
+
+def quick_config(root, out, *, setting="15-1", method="reminder", **overrides):
+    from reminder.train.config import resolve_config
+
+    return resolve_config(dataset="synthvoc", root=root, setting=setting, method=method, out=out,
+                          **{**QUICK, **overrides})
+
+
+@pytest.fixture(scope="session")
+def step0_run(synthvoc_root, tmp_path_factory):
+    """A finetune 15-5 run whose step 0 other tests reuse through from_step0."""
+    from reminder.train.run import train_scenario
+
+    out = tmp_path_factory.mktemp("step0_run")
+    train_scenario(quick_config(synthvoc_root, out, setting="15-5", method="finetune", max_iterations=6), **SILENT)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reminder_run(synthvoc_root, step0_run, tmp_path_factory):
+    """A REMINDER 15-5 run (steps 0 and 1) to export."""
+    from reminder.train.run import train_scenario
+
+    out = tmp_path_factory.mktemp("reminder_run")
+    train_scenario(quick_config(synthvoc_root, out, setting="15-5", from_step0=str(step0_run / "step0")), **SILENT)
+    return out

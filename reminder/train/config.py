@@ -71,6 +71,7 @@ class TrainConfig:
     sync_bn: bool = False
     from_step0: str | None = None
     cache_dir: str | None = None
+    export_each_step: str | None = None  # e.g. "onnx,torchscript": a bundle per step in RUN/bundles
     format: int = field(default=CONFIG_FORMAT)
 
     def to_json(self) -> dict:
@@ -133,7 +134,7 @@ def resolve_config(*, dataset: str, root: str | Path, setting: str, method: str,
 
 
 # Fields that may change between a run and its resumption without changing its results.
-RESUMABLE_FIELDS = {"out", "root", "workers", "device", "cache_dir", "eval_batch_size"}
+RESUMABLE_FIELDS = {"out", "root", "workers", "device", "cache_dir", "eval_batch_size", "export_each_step"}
 
 
 def check_resume(saved: TrainConfig, current: TrainConfig) -> None:

@@ -219,6 +219,15 @@ class ScenarioRunner:
                 save_tensors(step_dir / "fisher.safetensors", fisher)
         self.dist.barrier()
 
+    def export_step(self, step: int) -> Path | None:
+        """Bundle of ``step`` in ``RUN/bundles/step<t>`` (kept if already there)."""
+        from reminder.export.exporter import export_bundle
+
+        target = self.out / "bundles" / f"step{step}"
+        if (target / "manifest.json").is_file():
+            return target
+        return export_bundle(self.out, out=target, formats=self.config.export_each_step, step=step, log=self.log)
+
     def _import_step0(self, source: Path) -> None:
         """Reuse a trained step-0 model (``--from-step0``), as the paper does across settings."""
         step_dir = source if source.is_dir() else source.parent
@@ -238,11 +247,13 @@ class ScenarioRunner:
         for step in range(self.scenario.num_steps):
             if self.is_complete(step):
                 self.log(f"step {step}: complete in {self.step_dir(step)}, skipped")
-                continue
-            metrics = self.run_step(step)
-            self.log(f"step {step}: " + _summary(metrics) + f" ({metrics['seconds']} s)")
-            if self.dist.is_main:
-                write_results(self.out)
+            else:
+                metrics = self.run_step(step)
+                self.log(f"step {step}: " + _summary(metrics) + f" ({metrics['seconds']} s)")
+                if self.dist.is_main:
+                    write_results(self.out)
+            if self.config.export_each_step and self.dist.is_main:
+                self.export_step(step)
         if self.dist.is_main:
             write_results(self.out)
         return read_results(self.out)

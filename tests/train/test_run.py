@@ -8,14 +8,13 @@ import time
 import pytest
 import torch
 
-from conftest import quick_config
+from conftest import SILENT, quick_config
 from reminder.errors import ReminderError
 from reminder.train.checkpoint import load_model
 from reminder.train.prototypes import load_prototypes
 from reminder.train.run import train_scenario
 from reminder.train.step import TrainingDiverged
 
-SILENT = {"progress": False, "log": lambda message: None}
 
 EXPECTED_TERMS = {
     "finetune": {"ce"}, "ewc": {"ce", "ewc"}, "lwf-mc": {"ce", "lwf_mc"}, "ilt": {"ce", "kd", "encoder_mse"},

@@ -1,0 +1,157 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import SILENT, quick_config
+from reminder.cli import main
+from reminder.errors import ReminderError
+from reminder.export.bundle import manifest_sha256, open_bundle, pack_bundle, read_manifest, unpack_bundle, verify_bundle
+from reminder.export.exporter import export_bundle
+from reminder.export.formats import FORMATS, parse_formats
+from reminder.export.graph import ExportModule
+from reminder.runtime.backends import open_artifact
+from reminder.train.checkpoint import load_model
+from reminder.train.run import train_scenario
+
+QUIET = {"log": lambda message: None}
+
+
+def _frames(batch=3, height=48, width=80, seed=1):
+    return np.random.default_rng(seed).uniform(0, 255, (batch, 3, height, width)).astype(np.float32)
+
+
+@pytest.mark.parametrize("step, classes", [(0, 16), (1, 21)])
+def test_every_step_exports_to_onnx_torchscript_aoti(reminder_run, tmp_path, step, classes):
+    bundle = export_bundle(reminder_run, out=tmp_path / "bundle", formats="onnx,torchscript,aoti", step=step, **QUIET)
+    manifest = verify_bundle(bundle)
+    assert set(manifest["artifacts"]) == {"onnx", "torchscript", "aoti"}
+    assert len(manifest["classes"]) == classes and manifest["step"] == step
+    for fmt, result in manifest["parity"].items():
+        assert result["pixel_agreement"] >= 0.999 and result["images"] > 0, fmt
+    eager = ExportModule(load_model(reminder_run / f"step{step}")[0])
+    frames = _frames()  # traced at batch 2, 64x96: run at batch 3, 48x80
+    with torch.no_grad():
+        expected_labels = eager(torch.from_numpy(frames))[0].numpy()
+    for fmt in ("onnx", "torchscript", "aoti"):
+        out = open_artifact(bundle, manifest, fmt)(frames)
+        assert out["labels"].shape == (3, 48, 80) and out["labels"].dtype == np.uint8
+        assert (out["labels"] == expected_labels).mean() >= 0.999, fmt
+        assert out["labels"].max() < classes and out["confidence"].max() <= 1.0 + 1e-6
+    assert (bundle / "checkpoint.safetensors").is_file() and (bundle / "prototypes.safetensors").is_file()
+
+
+def test_logits_output_and_metadata(reminder_run, tmp_path):
+    bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,torchscript", output="logits", **QUIET)
+    manifest = read_manifest(bundle)
+    assert manifest["outputs"]["kind"] == "logits" and manifest["input"]["normalization"] == "in-graph"
+    out = open_artifact(bundle, manifest, "onnx")(_frames(batch=2, height=40, width=56))
+    assert out["logits"].shape == (2, 21, 40, 56)
+    props = {p.key: p.value for p in onnx.load(str(bundle / "model.onnx")).metadata_props}
+    assert json.loads(props["classes"])[-1]["name"] == "tvmonitor" and props["step"] == "1"
+    extra = {"reminder.json": ""}
+    torch.jit.load(str(bundle / "model.ts"), _extra_files=extra)
+    assert json.loads(extra["reminder.json"])["output"] == "logits"
+
+
+def test_export_each_step_during_training_with_lineage(synthvoc_root, tmp_path):
+    config = quick_config(synthvoc_root, tmp_path, setting="15-1", export_each_step="onnx")
+    train_scenario(config, **SILENT)
+    previous = None
+    for step in range(6):
+        bundle = tmp_path / "bundles" / f"step{step}"
+        manifest = verify_bundle(bundle)
+        assert len(manifest["classes"]) == 16 + step
+        assert manifest["parity"]["onnx"]["pixel_agreement"] >= 0.999
+        if previous is None:
+            assert manifest["parent"] is None
+        else:
+            assert manifest["parent"] == {"version": read_manifest(previous)["version"],
+                                          "manifest_sha256": manifest_sha256(previous)}
+        previous = bundle
+
+
+def test_tampered_bundle_is_refused_naming_the_file(reminder_run, tmp_path):
+    bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **QUIET)
+    archive = pack_bundle(bundle, tmp_path / "b.tar")
+    assert verify_bundle(unpack_bundle(archive, tmp_path / "unpacked"))["version"] == read_manifest(bundle)["version"]
+    original = (bundle / "model.onnx").read_bytes()
+    data = bytearray(original)
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ReminderError, match="model.onnx does not match its sha256"):
+        verify_bundle(bundle)
+    result = CliRunner().invoke(main, ["bundle", "verify", str(bundle)])
+    assert result.exit_code == 2 and "model.onnx does not match" in result.output
+    assert CliRunner().invoke(main, ["bundle", "verify", str(archive)]).exit_code == 0
+    (bundle / "model.onnx").write_bytes(original)
+    (bundle / "checkpoint.safetensors").unlink()
+    with pytest.raises(ReminderError, match="checkpoint.safetensors is missing"):
+        verify_bundle(bundle)
+
+
+def test_tampered_archive_leaves_nothing_installed(reminder_run, tmp_path):
+    bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **QUIET)
+    archive = pack_bundle(bundle, tmp_path / "b.tar")
+    data = bytearray(archive.read_bytes())
+    data[-20000] ^= 0xFF  # inside the last member's data
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ReminderError, match="does not match its sha256"):
+        open_bundle(archive, tmp_path / "work")
+    assert not (tmp_path / "work" / "b").exists()
+
+
+def test_unknown_manifest_format(reminder_run, tmp_path):
+    bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **QUIET)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "format": "reminder-bundle/9"}))
+    with pytest.raises(ReminderError, match="has format 'reminder-bundle/9'"):
+        verify_bundle(bundle)
+
+
+def test_bad_export_requests(reminder_run, tmp_path, synthvoc_root):
+    with pytest.raises(ReminderError, match="unknown export format 'tflite'"):
+        parse_formats("onnx,tflite")
+    with pytest.raises(ReminderError, match="step 7 of .* was never trained"):
+        export_bundle(reminder_run, out=tmp_path / "b", step=7, **QUIET)
+    empty = tmp_path / "empty_run"
+    shutil.copytree(reminder_run, empty, ignore=shutil.ignore_patterns("step*", "bundles"))
+    with pytest.raises(ReminderError, match="has no completed step"):
+        export_bundle(empty, out=tmp_path / "b", **QUIET)
+    assert list(parse_formats("tensorrt,onnx")) == [FORMATS["onnx"], FORMATS["tensorrt"]]
+
+
+def test_missing_tensorrt_is_one_line_and_the_rest_exports(reminder_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here; this test covers its absence")
+    except ImportError:
+        pass
+    result = CliRunner().invoke(main, ["export", str(reminder_run), "--format", "onnx,tensorrt",
+                                       "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "tensorrt skipped: TensorRT is not installed" in result.output
+    manifest = verify_bundle(tmp_path / "b")
+    assert set(manifest["artifacts"]) == {"onnx"} and "tensorrt" in manifest["skipped"]
+
+
+def test_parity_failure_writes_no_bundle(reminder_run, tmp_path):
+    with pytest.raises(ReminderError, match="parity failed for onnx"):
+        export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", parity_threshold=1.01, **QUIET)
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_matches_onnx(reminder_run, tmp_path):
+    pytest.importorskip("tensorrt")
+    if not torch.cuda.is_available():
+        pytest.skip("TensorRT needs a CUDA GPU")
+    bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,tensorrt", **QUIET)
+    manifest = verify_bundle(bundle)
+    assert manifest["parity"]["tensorrt"]["pixel_agreement"] >= 0.999
+    assert manifest["artifacts"]["tensorrt"]["compute_capability"].startswith("sm")
