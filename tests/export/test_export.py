@@ -155,3 +155,27 @@ def test_tensorrt_engine_matches_onnx(reminder_run, tmp_path):
     manifest = verify_bundle(bundle)
     assert manifest["parity"]["tensorrt"]["pixel_agreement"] >= 0.999
     assert manifest["artifacts"]["tensorrt"]["compute_capability"].startswith("sm")
+
+
+def test_onnx_bundle_verifies_and_runs_with_torch_blocked(reminder_run, tmp_path):
+    """Devices verify and run ONNX bundles without torch (the full clean-venv test is the runtime's)."""
+    import subprocess
+    import sys
+
+    bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **QUIET)
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from reminder.export.bundle import verify_bundle\n"
+        "from reminder.runtime.backends import open_artifact\n"
+        f"manifest = verify_bundle({str(bundle)!r})\n"
+        f"out = open_artifact({str(bundle)!r}, manifest, 'onnx')(np.zeros((1, 3, 40, 40), np.float32))\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(out['labels'].shape)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 40, 40)"
+    cli = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None\n"
+                          "from reminder.cli import main; main()", "bundle", "verify", str(bundle)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "OK" in cli.stdout, cli.stderr
