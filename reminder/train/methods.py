@@ -55,6 +55,7 @@ class Term:
     name: str
     weight: float
     compute: Callable[[StepInputs], torch.Tensor]
+    uses_teacher: bool = True  # reads the teacher's outputs (so the teacher must run)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ class Method:
     prototypes: bool = False  # needs old prototypes
     fisher: bool = False  # needs the Fisher information of the previous step
     single_step: bool = False  # all classes at once (joint)
+
+    @property
+    def needs_teacher_outputs(self) -> bool:
+        return self.pseudo_labels or any(term.uses_teacher for term in self.terms)
 
 
 def _ce(x: StepInputs) -> torch.Tensor:
@@ -120,13 +125,13 @@ def _ewc(x: StepInputs) -> torch.Tensor:
 
 def build_method(name: str, config: TrainConfig) -> Method:
     """The method ``name`` with the loss weights of ``config``."""
-    ce = Term("ce", 1.0, _ce)
+    ce = Term("ce", 1.0, _ce, uses_teacher=False)
     plop_terms = (Term("ce", 1.0, _pseudo_ce), Term("pod", 1.0, _pod(config)))
     plop_like = {"pseudo_labels": True}
     table = {
         "finetune": Method("finetune", (ce,)),
         "joint": Method("joint", (ce,), single_step=True),
-        "ewc": Method("ewc", (ce, Term("ewc", config.ewc_weight, _ewc)), fisher=True),
+        "ewc": Method("ewc", (ce, Term("ewc", config.ewc_weight, _ewc, uses_teacher=False)), fisher=True),
         "lwf-mc": Method("lwf-mc", (ce, Term("lwf_mc", config.lwf_weight, _lwf))),
         "ilt": Method("ilt", (ce, Term("kd", config.ilt_kd_weight, _kd("mean")),
                               Term("encoder_mse", config.ilt_feature_weight, _encoder_mse))),
@@ -145,4 +150,4 @@ def build_method(name: str, config: TrainConfig) -> Method:
 
 METHOD_NAMES = ("finetune", "joint", "ewc", "lwf-mc", "ilt", "mib", "plop", "reminder",
                 "reminder-kd", "reminder-unkd")
-STEP0_METHOD = Method("step0", (Term("ce", 1.0, _ce),))
+STEP0_METHOD = Method("step0", (Term("ce", 1.0, _ce, uses_teacher=False),))

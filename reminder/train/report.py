@@ -79,41 +79,35 @@ def _pyplot():
     return plt
 
 
+def _save_line_plot(fig, ax, path: Path, *, ylabel: str, title: str, **legend) -> Path:
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_miou_per_step(results: list[dict], path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     for r in results:
         steps = [s["step"] for s in r["steps"]]
         ax.plot(steps, [100 * s["all"] for s in r["steps"]], marker="o", label=r["label"])
-    ax.set_xlabel("step")
-    ax.set_ylabel("mIoU of seen classes (%)")
-    ax.set_title("mIoU per step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_line_plot(fig, ax, path, ylabel="mIoU of seen classes (%)", title="mIoU per step", fontsize=8)
 
 
 def plot_forgetting(result: dict, path: Path) -> Path:
     """IoU of each step-0 class over the steps: how much each old class is forgotten."""
-    plt = _pyplot()
     steps = result["steps"]
-    old_names = list(steps[0]["iou"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in old_names:
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    for name in steps[0]["iou"]:
         values = [100 * (s["iou"].get(name) or 0.0) for s in steps]
         ax.plot([s["step"] for s in steps], values, marker=".", label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("IoU (%)")
-    ax.set_title(f"Old classes over the steps: {result['label']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_line_plot(fig, ax, path, ylabel="IoU (%)", title=f"Old classes over the steps: {result['label']}",
+                           fontsize=6, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
 
 
 def plot_confusion(result: dict, path: Path) -> Path:

@@ -151,7 +151,8 @@ class ScenarioRunner:
             else:
                 model, _ = load_model(self.step_dir(step - 1), self.device)
                 model.add_classes(scenario.classes_per_step()[step])
-                state.teacher = freeze(load_model(self.step_dir(step - 1), self.device)[0])
+                if self.method.needs_teacher_outputs or self.method.fisher:  # EWC anchors on its weights
+                    state.teacher = freeze(load_model(self.step_dir(step - 1), self.device)[0])
             stats = self._train(model, state)
             if self.dist.is_main:
                 save_model(step_dir, model, self.meta(step))

@@ -196,7 +196,7 @@ def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labe
     if config.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     teacher_out = None
-    if state.teacher is not None:
+    if state.teacher is not None and method.needs_teacher_outputs:
         with torch.inference_mode(), autocast(device, config.amp):
             teacher_out = state.teacher.forward_features(images)
     with autocast(device, config.amp):

@@ -1,0 +1,24 @@
+from reminder.train.config import resolve_config
+from reminder.train.methods import METHOD_NAMES, STEP0_METHOD, build_method
+
+
+def test_methods_declare_what_they_need():
+    config = resolve_config(dataset="voc", root=".", setting="15-1", method="reminder", out=".")
+    needs_teacher = {name: build_method(name, config).needs_teacher_outputs for name in METHOD_NAMES}
+    assert {n for n, needed in needs_teacher.items() if not needed} == {"finetune", "joint", "ewc"}
+    assert not STEP0_METHOD.needs_teacher_outputs
+    reminder = build_method("reminder", config)
+    assert reminder.pseudo_labels and reminder.prototypes
+    assert [(t.name, t.weight) for t in reminder.terms] == [("ce", 1.0), ("pod", 1.0), ("csw_kd", 0.5)]
+    assert [(t.name, t.weight) for t in build_method("mib", config).terms] == [("unce", 1.0), ("unkd", 10.0)]
+    assert build_method("ewc", config).fisher and build_method("joint", config).single_step
+
+
+def test_presets_follow_the_paper_and_options_override_them():
+    voc = resolve_config(dataset="voc", root=".", setting="15-1", method="plop", out=".")
+    assert (voc.lr, voc.epochs, voc.lr_next, voc.epochs_next, voc.batch_size) == (0.01, 30, 0.001, 30, 24)
+    assert resolve_config(dataset="voc", root=".", setting="15-1", method="reminder", out=".").batch_size == 16
+    ade = resolve_config(dataset="ade", root=".", setting="100-50", method="reminder", out=".", lr_next=0.002)
+    assert (ade.pod_factor, ade.pod_logits_factor, ade.csw_delta, ade.lr_next) == (0.001, 0.00001, 1.0, 0.002)
+    joint = resolve_config(dataset="voc", root=".", setting="15-1", method="joint", out=".")
+    assert joint.setting == "offline"
