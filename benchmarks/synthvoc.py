@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,7 @@ def run_one(args, root: Path, out: Path, setting: str, method: str, seed: int, s
                             seed=seed, workers=args.workers, max_iterations=args.max_iterations,
                             from_step0=str(step0) if step0 else None)
     started = time.perf_counter()
-    results = train_scenario(config, progress=not args.quiet, log=print)
+    results = train_scenario(config, progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
     last = results["steps"][-1]
     return {"setting": setting, "method": method, "seed": seed, "run": str(out),
             "old": last["old"], "new": last["new"], "all": last["all"], "avg": last["avg"],

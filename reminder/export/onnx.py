@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -55,7 +56,7 @@ class _HalfPrecision(torch.nn.Module):
 
     def __init__(self, module: ExportModule):
         super().__init__()
-        self.inner = module.half()
+        self.inner = copy.deepcopy(module).half()  # the caller's module stays float32
         self.output_names = module.output_names
 
     def forward(self, images):

@@ -18,21 +18,32 @@ def _missing(package: str, install: str) -> ReminderError:
     return ReminderError(f"this backend needs {package}, which is not installed: pip install {install}")
 
 
+def default_engine_cache() -> Path:
+    import os
+
+    return Path(os.environ.get("REMINDER_CACHE", Path.home() / ".cache" / "reminder")) / "ort-tensorrt"
+
+
 class OrtBackend:
     """ONNX Runtime, with the TensorRT, CUDA and CPU execution providers in that order
-    when available (or the ``providers`` given)."""
+    when available (or the ``providers`` given). The TensorRT execution provider keeps its
+    engines and timing cache in ``engine_cache`` (built once per model, GPU and version)."""
 
     name = "ort"
 
-    def __init__(self, path: str | Path, *, providers: list | None = None, threads: int | None = None):
+    def __init__(self, path: str | Path, *, providers: list | None = None, threads: int | None = None,
+                 engine_cache: str | Path | None = None, fp16: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
             raise _missing("onnxruntime", "onnxruntime (or onnxruntime-gpu)") from None
         available = ort.get_available_providers()
         if providers is None:
-            providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-                         if p in available]
+            from reminder.export.tensorrt import ort_tensorrt_provider
+
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+            if "TensorrtExecutionProvider" in available:
+                providers.insert(0, ort_tensorrt_provider(engine_cache or default_engine_cache(), fp16=fp16))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
