@@ -67,8 +67,11 @@ def _seed_worker(worker_id: int) -> None:
 def make_loader(dataset, *, batch_size: int, train: bool, seed: int, config: TrainConfig,
                 dist: DistContext, device: torch.device) -> DataLoader:
     per_rank = max(1, batch_size // dist.world_size)
-    sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=train, seed=seed,
-                                 drop_last=train) if dist.enabled else None
+    sampler = None
+    if dist.enabled:
+        # evaluation shards without DistributedSampler's padding, so no image is counted twice
+        sampler = (DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=True, seed=seed, drop_last=True)
+                   if train else range(dist.rank, len(dataset), dist.world_size))
     drop_last = train and len(dataset) >= per_rank * dist.world_size
     return DataLoader(dataset, batch_size=per_rank, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=config.workers, drop_last=drop_last,

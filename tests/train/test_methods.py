@@ -22,3 +22,19 @@ def test_presets_follow_the_paper_and_options_override_them():
     assert (ade.pod_factor, ade.pod_logits_factor, ade.csw_delta, ade.lr_next) == (0.001, 0.00001, 1.0, 0.002)
     joint = resolve_config(dataset="voc", root=".", setting="15-1", method="joint", out=".")
     assert joint.setting == "offline"
+
+
+def test_evaluation_shards_are_disjoint_and_unpadded():
+    import torch
+
+    from reminder.train.distributed import DistContext
+    from reminder.train.run import make_loader
+
+    config = resolve_config(dataset="synthvoc", root=".", setting="15-1", method="reminder", out=".", workers=0)
+    dataset = list(range(7))
+    seen = []
+    for rank in range(2):
+        loader = make_loader(dataset, batch_size=4, train=False, seed=0, config=config,
+                             dist=DistContext(rank, 2, 0), device=torch.device("cpu"))
+        seen += [int(i) for batch in loader for i in batch]
+    assert sorted(seen) == list(range(7))  # every image once, none padded in
