@@ -37,23 +37,41 @@ def _load(runs: Sequence[Path]) -> list[dict]:
     return loaded
 
 
+def _joint_in_setting(joint: dict, num_old: int) -> dict:
+    """A joint (single-step) run's final IoUs split as a setting splits them (Table 1's Joint row)."""
+    values = np.array([np.nan if v is None else v for v in joint["steps"][-1]["iou"].values()], dtype=np.float64)
+    old, new = values[:num_old], values[num_old:]
+    return {"old": float(np.nanmean(old)), "new": float(np.nanmean(new)) if new.size else None,
+            "all": float(np.nanmean(values)), "avg": float(np.nanmean(values))}
+
+
 def table1(results: list[dict]) -> str:
-    """Markdown table: one row per method, old / new / all / avg per setting."""
-    settings = list(dict.fromkeys(f"{r['dataset']} {r['setting']}" for r in results))
-    by_method: dict[str, dict[str, dict]] = defaultdict(dict)
-    for r in results:
-        by_method[r["method"]][f"{r['dataset']} {r['setting']}"] = r
+    """Markdown table: one row per method, old / new / all / avg per setting.
+
+    A ``joint`` run (every class in one step) appears in each setting with its IoUs split
+    into that setting's old and new classes, as the paper's Joint row."""
+    incremental = [r for r in results if r["setting"] != "offline"]
+    joints = [r for r in results if r["setting"] == "offline"]
+    settings = list(dict.fromkeys(f"{r['dataset']} {r['setting']}" for r in incremental or results))
+    first = {}
+    for setting in settings:
+        sample = next(r for r in incremental or results if f"{r['dataset']} {r['setting']}" == setting)
+        first[setting] = len(sample["steps"][0]["classes"])
+    rows: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in incremental:
+        rows[r["method"]][f"{r['dataset']} {r['setting']}"] = r["steps"][-1]
+    for r in joints:
+        for setting in settings:
+            if setting.split()[0] == r["dataset"]:
+                rows[r["method"]][setting] = _joint_in_setting(r, first[setting] + 1)
     header = ["Method"]
     for setting in settings:
-        sample = next(r for r in results if f"{r['dataset']} {r['setting']}" == setting)
-        first = len(sample["steps"][0]["classes"])
-        header += [f"{setting}: 0-{first} (old)", "new", "all", "avg"]
+        header += [f"{setting}: 0-{first[setting]} (old)", "new", "all", "avg"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for method, per_setting in by_method.items():
+    for method, per_setting in rows.items():
         row = [method]
         for setting in settings:
-            r = per_setting.get(setting)
-            last = r["steps"][-1] if r else {}
+            last = per_setting.get(setting, {})
             row += [_pct(last.get("old")), _pct(last.get("new")), _pct(last.get("all")), _pct(last.get("avg"))]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -62,3 +62,16 @@ def test_bad_training_input_is_one_line(synthvoc_root, tmp_path):
                                            "--out", str(tmp_path / "x"), "--quiet", *extra])
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_joint_row_is_split_by_each_setting():
+    from reminder.train.report import table1
+
+    incremental = {"dataset": "synthvoc", "setting": "2-1", "method": "plop",
+                   "steps": [{"classes": ["a", "b"]}, {"old": 0.5, "new": 0.25, "all": 0.4, "avg": 0.45}]}
+    joint = {"dataset": "synthvoc", "setting": "offline", "method": "joint",
+             "steps": [{"iou": {"background": 1.0, "a": 0.5, "b": 0.0, "c": 0.5}}]}
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+            for line in table1([incremental, joint]).splitlines()[2:]}
+    assert rows["plop"] == ["50.00", "25.00", "40.00", "45.00"]
+    assert rows["joint"] == ["50.00", "50.00", "50.00", "50.00"]  # old = mean(1, .5, 0), new = c
