@@ -14,8 +14,14 @@ import numpy as np
 from reminder.errors import ReminderError
 
 
-def _missing(package: str, install: str) -> ReminderError:
-    return ReminderError(f"this backend needs {package}, which is not installed: pip install {install}")
+def _require(module: str, install: str):
+    """Import an optional dependency when a backend is opened, or say what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ReminderError(f"this backend needs {module}, which is not installed: pip install {install}") from None
 
 
 def default_engine_cache() -> Path:
@@ -33,10 +39,7 @@ class OrtBackend:
 
     def __init__(self, path: str | Path, *, providers: list | None = None, threads: int | None = None,
                  engine_cache: str | Path | None = None, fp16: bool = False):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise _missing("onnxruntime", "onnxruntime (or onnxruntime-gpu)") from None
+        ort = _require("onnxruntime", "onnxruntime (or onnxruntime-gpu)")
         available = ort.get_available_providers()
         if providers is None:
             from reminder.export.tensorrt import ort_tensorrt_provider
@@ -58,12 +61,8 @@ class OrtBackend:
 
 class _TorchBackend:
     def __init__(self, device: str = "cpu"):
-        try:
-            import torch
-        except ImportError:
-            raise _missing("torch", "torch") from None
-        self.torch = torch
-        self.device = torch.device(device)
+        self.torch = _require("torch", "torch")
+        self.device = self.torch.device(device)
 
     def _names(self, count: int) -> list[str]:
         return ["logits"] if count == 1 else ["labels", "confidence"]
@@ -101,13 +100,9 @@ class TensorRTBackend:
         from reminder.export.tensorrt import check_engine_compatible, import_tensorrt, read_engine
 
         trt = import_tensorrt()
-        try:
-            import torch
-        except ImportError:
-            raise _missing("torch (for GPU buffers)", "torch") from None
+        self.torch = _require("torch", "torch (for GPU buffers)")
         header, engine_bytes = read_engine(path)
         check_engine_compatible(header, path)
-        self.torch = torch
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(engine_bytes)
         self.context = self.engine.create_execution_context()
