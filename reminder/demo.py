@@ -26,4 +26,6 @@ def run_demo(out: Path, *, images: int = 600, size: int = 128, echo: Callable[[s
     ensure_synthvoc(data_root, images=images, size=size)
     scenario = load_scenario("synthvoc", data_root, "15-1", cache_dir=out / "cache")
     echo(format_split_table(scenario))
-    echo(f"\nSynthVOC is in {data_root}; next: train the scenario (reminder train, coming next).")
+    echo(f"\nSynthVOC is in {data_root}. Train this scenario with REMINDER on the CPU:\n"
+         f"  reminder train --dataset synthvoc --root {data_root} --setting 15-1 --method reminder "
+         f"--out {out / 'reminder-15-1'}")
