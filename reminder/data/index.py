@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reminder.data.samples import Sample, check_mask_values, read_mask
 from reminder.io import atomic_write_text
+from reminder.progress import progress as progress_bar
 
 INDEX_VERSION = 1
 
@@ -80,10 +81,7 @@ def build_class_index(samples: list[Sample], *, num_classes: int, cache_dir: str
         results = pool.map(_scan, jobs)
     else:
         pool, results = None, map(_scan, jobs)
-    if progress:
-        from tqdm import tqdm
-
-        results = tqdm(results, total=len(jobs), desc="class index", unit="chunk")
+    results = progress_bar(results, progress, total=len(jobs), desc="class index", unit="chunk")
     try:
         classes = {image_id: tuple(found) for chunk in results for image_id, found in chunk}
     finally:

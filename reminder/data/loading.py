@@ -52,8 +52,3 @@ def select(samples: Sequence[Sample], ids: Sequence[str]) -> list[Sample]:
     """The samples whose id is in ``ids``, in the order of ``ids``."""
     by_id = {s.id: s for s in samples}
     return [by_id[i] for i in ids]
-
-
-def compose_luts(first: np.ndarray, then: np.ndarray) -> np.ndarray:
-    """A table equal to applying ``first`` and then ``then``."""
-    return then[first]

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from reminder.data.classes import IGNORE_INDEX, VOC_CLASSES, flat_palette
+from reminder.progress import progress as progress_bar
 
 GENERATOR_VERSION = 1
 GROUP_HUES = {"animal": 30.0, "vehicle": 215.0, "indoor": 120.0, "person": 315.0}
@@ -267,12 +268,7 @@ def write_synthvoc(out: str | os.PathLike, *, images: int = 1000, size: int = 12
         (voc / sub).mkdir(parents=True, exist_ok=True)
     jobs = [(str(voc), index, size, seed) for index in range(images)]
     workers = workers or min(os.cpu_count() or 1, 8)
-    iterator = _run_jobs(jobs, workers)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, total=images, desc="SynthVOC", unit="img")
-    ids = list(iterator)
+    ids = list(progress_bar(_run_jobs(jobs, workers), progress, total=images, desc="SynthVOC", unit="img"))
     order = np.random.default_rng(seed).permutation(images)
     num_val = max(1, int(round(images * val_fraction)))
     val = sorted(ids[i] for i in order[:num_val])

@@ -22,13 +22,6 @@ from reminder.export.tensorrt import EngineProfile
 from reminder.runtime.backends import open_artifact
 
 
-def completed_steps(run: Path) -> list[int]:
-    steps = []
-    while (run / f"step{len(steps)}" / "metrics.json").is_file():
-        steps.append(len(steps))
-    return steps
-
-
 def _tool_versions() -> dict:
     versions = {}
     for package in ("reminder", "torch", "onnx", "onnxruntime", "tensorrt"):
@@ -62,7 +55,7 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     one agrees on at least ``parity_threshold`` of the pixels. TensorRT asked for where it
     is missing is skipped with a one-line message (recorded in the manifest).
     """
-    from reminder.train.checkpoint import load_model
+    from reminder.train.checkpoint import completed_steps, load_model
     from reminder.train.config import load_config
 
     run, out = Path(run), Path(out)
@@ -78,7 +71,10 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     model, meta = load_model(step_dir)
     module = ExportModule(model, output=output)
     parent = Path(parent) if parent else (run / "bundles" / f"step{step - 1}" if step > 0 else None)
-    parity_set = images_from_folder(images, parity_images) if images else _scenario_images(run, config, step, parity_images)
+    if images:
+        parity_set = images_from_folder(images, parity_images)
+    else:
+        parity_set = _scenario_images(run, config, step, parity_images)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -64,10 +64,3 @@ class _HalfPrecision(torch.nn.Module):
         if isinstance(out, tuple):
             return out[0], out[1].float()
         return out.float()
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}

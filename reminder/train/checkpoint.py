@@ -65,6 +65,14 @@ def load_model(step_dir: Path, device: str | torch.device = "cpu") -> tuple[Incr
     return model.to(device), meta
 
 
+def completed_steps(run: Path) -> list[int]:
+    """Steps 0, 1, ... of a run folder whose metrics.json exists (a step is complete then)."""
+    steps = []
+    while (Path(run) / f"step{len(steps)}" / "metrics.json").is_file():
+        steps.append(len(steps))
+    return steps
+
+
 def check_compatible(meta: dict, expected: dict, source: Path) -> None:
     """Refuse a checkpoint whose backbone, dataset or classes differ; name the field."""
     for key, value in expected.items():

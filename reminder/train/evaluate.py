@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from reminder.data.scenario import Scenario
+from reminder.progress import progress as progress_bar
 from reminder.train.metrics import ConfusionMatrix, continual_miou
 
 
@@ -15,12 +16,7 @@ def confusion_matrix(model: nn.Module, loader, num_classes: int, *, device: torc
     """Predictions (argmax) of ``model`` on ``loader`` against its labels."""
     model.eval()
     matrix = ConfusionMatrix(num_classes)
-    iterator = loader
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(loader, desc="evaluate", leave=False, unit="batch")
-    for images, labels in iterator:
+    for images, labels in progress_bar(loader, progress, desc="evaluate", leave=False, unit="batch"):
         logits = model(images.to(device))
         matrix.update(logits.argmax(dim=1).cpu(), labels)
     if reduce is not None:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from reminder.progress import progress as progress_bar
 from reminder.train.checkpoint import load_tensors, save_tensors
 from reminder.train.losses import class_feature_sums
 
@@ -24,12 +25,7 @@ def compute_prototypes(model, loader, classes: Sequence[int], *, device: torch.d
     """``(sums / counts, counts)`` of ``classes`` over ``loader``; ``(len(classes), C)``."""
     model.eval()
     sums = counts = None
-    iterator = loader
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(loader, desc="prototypes", leave=False, unit="batch")
-    for images, labels in iterator:
+    for images, labels in progress_bar(loader, progress, desc="prototypes", leave=False, unit="batch"):
         images, labels = images.to(device), labels.to(device)
         features = model.forward_features(images).features.float()
         batch_sums, batch_counts = class_feature_sums(features, labels, list(classes))

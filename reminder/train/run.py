@@ -29,7 +29,8 @@ from reminder.data.transforms import eval_transform, train_transform
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_text
 from reminder.models import build_segmenter
-from reminder.train.checkpoint import check_compatible, load_model, load_tensors, read_meta, save_model, save_tensors
+from reminder.train.checkpoint import (check_compatible, completed_steps, load_model, load_tensors, read_meta,
+                                       save_model, save_tensors)
 from reminder.train.config import TrainConfig, check_resume, load_config
 from reminder.train.distributed import DistContext, init_distributed
 from reminder.train.evaluate import confusion_matrix, step_metrics
@@ -162,7 +163,8 @@ class ScenarioRunner:
             self.dist.barrier()
         model, _ = load_model(step_dir, self.device)  # the final weights, as a resumed run sees them
         self._store_statistics(model, step)
-        matrix = confusion_matrix(model, self.plain_loader(self.data.test_dataset(step, eval_transform(config.eval_size))),
+        test_loader = self.plain_loader(self.data.test_dataset(step, eval_transform(config.eval_size)))
+        matrix = confusion_matrix(model, test_loader,
                                   scenario.num_seen(step), device=self.device, reduce=self.dist.reduce,
                                   progress=self.progress and self.dist.is_main)
         metrics = step_metrics(matrix, scenario, step, self.data.spec.class_names)
@@ -270,13 +272,8 @@ def _summary(metrics: dict) -> str:
 
 
 def collect_steps(run: Path) -> list[dict]:
-    steps = []
-    for step in range(10_000):
-        path = run / f"step{step}" / "metrics.json"
-        if not path.is_file():
-            break
-        steps.append(json.loads(path.read_text()))
-    return steps
+    """The metrics of every complete step of a run folder, in order."""
+    return [json.loads((Path(run) / f"step{t}" / "metrics.json").read_text()) for t in completed_steps(run)]
 
 
 def write_results(run: Path) -> dict:

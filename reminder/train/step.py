@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from reminder.errors import ReminderError
+from reminder.progress import progress as progress_bar
 from reminder.train import losses as L
 from reminder.train.config import TrainConfig
 from reminder.train.distributed import DistContext
@@ -69,12 +70,7 @@ def compute_thresholds(teacher: nn.Module, loader, *, device: torch.device, bins
                        reduce=None, progress: bool = False) -> torch.Tensor:
     """PLOP's per-class entropy thresholds from the step's training data (before the step)."""
     histogram = None
-    iterator = loader
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(loader, desc="pseudo-label thresholds", leave=False, unit="batch")
-    for images, labels in iterator:
+    for images, labels in progress_bar(loader, progress, desc="pseudo-label thresholds", leave=False, unit="batch"):
         images, labels = images.to(device), labels.to(device)
         logits = teacher(images)
         counts = L.entropy_histogram(logits, labels, bins=bins)
@@ -147,9 +143,7 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
         ewc = {"anchors": dict(state.teacher.named_parameters()), "fisher": state.fisher}
     bar = None
     if progress and dist.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=f"step {state.step}", unit="it", dynamic_ncols=True)
+        bar = progress_bar(None, True, total=total, desc=f"step {state.step}", unit="it", dynamic_ncols=True)
     sums: dict[str, float] = {}
     iteration = 0
     try:
