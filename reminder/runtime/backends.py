@@ -50,7 +50,10 @@ class OrtBackend:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise ReminderError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}") from None
         self.providers = self.session.get_providers()
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -60,9 +63,9 @@ class OrtBackend:
 
 
 class _TorchBackend:
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str | None = None):
         self.torch = _require("torch", "torch")
-        self.device = self.torch.device(device)
+        self.device = self.torch.device(device or ("cuda" if self.torch.cuda.is_available() else "cpu"))
 
     def _names(self, count: int) -> list[str]:
         return ["logits"] if count == 1 else ["labels", "confidence"]
@@ -78,7 +81,7 @@ class _TorchBackend:
 class TorchScriptBackend(_TorchBackend):
     name = "torchscript"
 
-    def __init__(self, path: str | Path, *, device: str = "cpu"):
+    def __init__(self, path: str | Path, *, device: str | None = None):
         super().__init__(device)
         self.module = self.torch.jit.load(str(path), map_location=self.device).eval()
 
@@ -86,7 +89,7 @@ class TorchScriptBackend(_TorchBackend):
 class AotiBackend(_TorchBackend):
     name = "aoti"
 
-    def __init__(self, path: str | Path, *, device: str = "cpu"):
+    def __init__(self, path: str | Path, *, device: str | None = None):
         super().__init__(device)
         self.module = self.torch._inductor.aoti_load_package(str(path))
 
@@ -132,8 +135,40 @@ BACKENDS = {"ort": OrtBackend, "torchscript": TorchScriptBackend, "aoti": AotiBa
 FORMAT_BACKEND = {"onnx": "ort", "torchscript": "torchscript", "aoti": "aoti", "tensorrt": "trt"}
 
 
+BACKEND_NAMES = ("auto", "ort", "trt", "torchscript", "aoti")
+_BACKEND_FORMAT = {backend: fmt for fmt, backend in FORMAT_BACKEND.items()}
+# the options each backend accepts; the others are dropped for it
+_OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16"), "trt": (),
+            "torchscript": ("device",), "aoti": ("device",)}
+
+
 def open_artifact(bundle: Path, manifest: dict, fmt: str, **options):
     """The backend running artifact ``fmt`` of a (verified) bundle."""
     if fmt not in manifest.get("artifacts", {}):
         raise ReminderError(f"bundle {bundle} has no {fmt} artifact (it has: {', '.join(manifest['artifacts'])})")
-    return BACKENDS[FORMAT_BACKEND[fmt]](Path(bundle) / manifest["artifacts"][fmt]["path"], **options)
+    backend = FORMAT_BACKEND[fmt]
+    accepted = {k: v for k, v in options.items() if k in _OPTIONS[backend] and v is not None}
+    return BACKENDS[backend](Path(bundle) / manifest["artifacts"][fmt]["path"], **accepted)
+
+
+def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, log=None, **options):
+    """Open the backend named (``ort``, ``trt``, ``torchscript``, ``aoti``) or, for
+    ``auto``, the best one that works here: a TensorRT engine built for this GPU and
+    TensorRT version, else ONNX Runtime (TensorRT / CUDA / CPU providers), else TorchScript
+    or AOTInductor when torch is installed. Each fallback is reported through ``log``."""
+    if backend not in BACKEND_NAMES:
+        raise ReminderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if backend != "auto":
+        return open_artifact(bundle, manifest, _BACKEND_FORMAT[backend], **options)
+    available = [fmt for fmt in ("tensorrt", "onnx", "torchscript", "aoti") if fmt in manifest.get("artifacts", {})]
+    if not available:
+        raise ReminderError(f"bundle {bundle} has no runnable artifact")
+    reasons = []
+    for fmt in available:
+        try:
+            return open_artifact(bundle, manifest, fmt, **options)
+        except ReminderError as error:
+            reasons.append(f"{fmt}: {error}")
+            if log is not None and fmt != available[-1]:
+                log(f"{fmt} artifact not usable here ({error}); trying the next format")
+    raise ReminderError(f"no artifact of bundle {bundle} can run here: " + "; ".join(reasons))

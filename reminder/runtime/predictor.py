@@ -1,0 +1,229 @@
+"""``Predictor``: frames in, label maps out, with a bundle's model on the best backend here.
+
+Pre-processing resizes each frame to the network input (``letterbox``: keep the aspect
+and pad; ``fit``: keep the aspect, no padding, so the input shape follows the frame;
+``stretch``: ignore the aspect; ``none``: the frame as it is), converts HWC uint8 to NCHW
+float32 in 0..255 and batches frames of the same input shape. Normalisation happens in the
+exported graph (the manifest says so), so nothing else is done to the pixels.
+Post-processing takes the argmax when the model outputs logits, removes the padding and
+resizes the labels back to each frame with nearest-neighbour interpolation.
+
+Torch-free: numpy, OpenCV and the backend's own library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from reminder.errors import ReminderError
+from reminder.export.bundle import open_bundle
+from reminder.runtime.backends import select_backend
+from reminder.runtime.overlay import render
+
+RESIZE_MODES = ("letterbox", "fit", "stretch", "none")
+
+
+@dataclass
+class Prediction:
+    """One frame's result, at the frame's own size."""
+
+    labels: np.ndarray               # (H, W) class ids, uint8 (uint16 above 256 classes)
+    confidence: np.ndarray | None    # (H, W) top softmax probability, when asked for
+    counts: np.ndarray               # (K,) pixels per class
+
+    @property
+    def shares(self) -> np.ndarray:
+        """(K,) fraction of the frame's pixels in each class."""
+        return self.counts / max(int(self.counts.sum()), 1)
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where a frame sits in the network input: ``(top, left, height, width)`` of its
+    resized content, and the frame's own size."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    frame_height: int
+    frame_width: int
+
+
+def check_frame(frame, what: str = "frame") -> np.ndarray:
+    """Refuse anything but an ``(H, W, 3)`` uint8 array, naming what was given."""
+    if not isinstance(frame, np.ndarray):
+        raise ReminderError(f"{what} must be a numpy array (H, W, 3) uint8, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ReminderError(f"{what} has dtype {frame.dtype}; expected uint8 (H, W, 3)")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise ReminderError(f"{what} has shape {frame.shape}; expected (H, W, 3) with 3 colour channels")
+    return frame
+
+
+class Predictor:
+    """Runs a bundle on frames.
+
+    ``bundle``: a bundle folder, its ``.tar``, or an install folder holding ``current``.
+    ``size``: the network input ``(height, width)`` (default: the manifest's input size).
+    ``color``: channel order of the frames given (``"bgr"`` as OpenCV reads them, or ``"rgb"``).
+    Backend options (``threads``, ``providers``, ``device``, ...) go to the backend.
+    """
+
+    def __init__(self, bundle: str | Path, *, backend: str = "auto", size: int | Sequence[int] | None = None,
+                 resize: str = "letterbox", color: str = "bgr", confidence: bool = False,
+                 workdir: str | Path | None = None, log: Callable[[str], None] | None = None, **backend_options):
+        if resize not in RESIZE_MODES:
+            raise ReminderError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+        if color not in ("bgr", "rgb"):
+            raise ReminderError(f"color must be 'bgr' or 'rgb', got {color!r}")
+        self.path, self.manifest = open_bundle(resolve_bundle(bundle), workdir)
+        self.backend = select_backend(self.path, self.manifest, backend, log=log, **backend_options)
+        spec = self.manifest["input"]
+        if size is None:
+            size = (spec["height"], spec["width"])
+        elif isinstance(size, int):
+            size = (size, size)
+        self.size = (int(size[0]), int(size[1]))
+        if min(self.size) < 1:
+            raise ReminderError(f"input size must be positive, got {size}")
+        self.resize, self.color, self.with_confidence = resize, color, confidence
+        self.output_kind = self.manifest["outputs"]["kind"]
+        self.classes = self.manifest["classes"]
+        self.names = [c["name"] for c in self.classes]
+        self.version = self.manifest["version"]
+        rgb = np.array([c["color"] for c in self.classes], dtype=np.uint8).reshape(-1, 3)
+        self.palette = rgb if color == "rgb" else np.ascontiguousarray(rgb[:, ::-1])
+        # letterbox padding in the dataset's mean colour: zero after the in-graph normalisation
+        self._pad = [round(255 * m) for m in spec.get("mean", (0.485, 0.456, 0.406))]
+
+    @property
+    def backend_name(self) -> str:
+        providers = getattr(self.backend, "providers", None)
+        return f"{self.backend.name} ({', '.join(providers)})" if providers else self.backend.name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # -- pre-processing ------------------------------------------------------------
+    def _place(self, height: int, width: int) -> tuple[tuple[int, int], _Placement]:
+        net_h, net_w = self.size
+        if self.resize == "none":
+            return (height, width), _Placement(0, 0, height, width, height, width)
+        if self.resize == "stretch":
+            return (net_h, net_w), _Placement(0, 0, net_h, net_w, height, width)
+        scale = min(net_h / height, net_w / width)
+        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        if self.resize == "fit":
+            return (new_h, new_w), _Placement(0, 0, new_h, new_w, height, width)
+        top, left = (net_h - new_h) // 2, (net_w - new_w) // 2
+        return (net_h, net_w), _Placement(top, left, new_h, new_w, height, width)
+
+    def _to_input(self, frame: np.ndarray, shape: tuple[int, int], place: _Placement, out: np.ndarray) -> None:
+        """Write one frame, resized and padded, into ``out`` ``(3, h, w)`` float32 RGB."""
+        import cv2
+
+        image = frame
+        if (place.height, place.width) != frame.shape[:2]:
+            area = place.height * place.width < frame.shape[0] * frame.shape[1]
+            image = cv2.resize(frame, (place.width, place.height),
+                               interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
+        channels = (2, 1, 0) if self.color == "bgr" else (0, 1, 2)
+        if (place.height, place.width) != shape:
+            for c in range(3):
+                out[c].fill(self._pad[c])
+        region = out[:, place.top:place.top + place.height, place.left:place.left + place.width]
+        for c, source in enumerate(channels):
+            region[c] = image[:, :, source]
+
+    def preprocess(self, frames: Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray, list[_Placement]]]:
+        """Frames -> ``[(frame indices, (B, 3, h, w) float32 batch, placements)]``, one
+        batch per distinct input shape."""
+        groups: dict[tuple[int, int], list[tuple[int, _Placement]]] = {}
+        for i, frame in enumerate(frames):
+            check_frame(frame, f"frame {i}")
+            shape, place = self._place(*frame.shape[:2])
+            groups.setdefault(shape, []).append((i, place))
+        batches = []
+        for shape, members in groups.items():
+            batch = np.empty((len(members), 3, *shape), dtype=np.float32)
+            for row, (i, place) in enumerate(members):
+                self._to_input(frames[i], shape, place, batch[row])
+            batches.append(([i for i, _ in members], batch, [p for _, p in members]))
+        return batches
+
+    # -- inference and post-processing -----------------------------------------
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(B, 3, h, w)`` float32 -> labels ``(B, h, w)`` and confidence (or None)."""
+        outputs = self.backend(batch)
+        if self.output_kind == "logits":
+            logits = outputs["logits"]
+            labels = logits.argmax(axis=1)
+            confidence = None
+            if self.with_confidence:
+                top = logits.max(axis=1, keepdims=True)
+                confidence = (1.0 / np.exp(logits - top).sum(axis=1)).astype(np.float32)
+        else:
+            labels, confidence = outputs["labels"], outputs.get("confidence")
+        labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16, copy=False)
+        return labels, confidence if self.with_confidence else None
+
+    def postprocess(self, labels: np.ndarray, confidence: np.ndarray | None, place: _Placement) -> Prediction:
+        import cv2
+
+        labels = labels[place.top:place.top + place.height, place.left:place.left + place.width]
+        size = (place.frame_width, place.frame_height)
+        if labels.shape != (place.frame_height, place.frame_width):
+            labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+        if confidence is not None:
+            confidence = confidence[place.top:place.top + place.height, place.left:place.left + place.width]
+            if confidence.shape != labels.shape:
+                confidence = cv2.resize(confidence, size, interpolation=cv2.INTER_LINEAR)
+        counts = np.bincount(labels.ravel(), minlength=self.num_classes)
+        return Prediction(np.ascontiguousarray(labels), confidence, counts)
+
+    def predict(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[Prediction]:
+        """One frame ``(H, W, 3)``, a batch ``(B, H, W, 3)`` or a list of frames of any sizes
+        (uint8, in this predictor's ``color`` order) -> one :class:`Prediction` per frame."""
+        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+            frames = [frames]
+        elif isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        elif isinstance(frames, np.ndarray):
+            raise ReminderError(f"frames have shape {frames.shape}; expected (H, W, 3) or (B, H, W, 3)")
+        results: list[Prediction | None] = [None] * len(frames)
+        for indices, batch, places in self.preprocess(frames):
+            labels, confidence = self.infer(batch)
+            for row, (i, place) in enumerate(zip(indices, places)):
+                results[i] = self.postprocess(labels[row], None if confidence is None else confidence[row], place)
+        return results
+
+    __call__ = predict
+
+    # -- presentation ----------------------------------------------------------
+    def render(self, frame: np.ndarray, prediction: Prediction, *, view: str = "overlay",
+               alpha: float = 0.5) -> np.ndarray:
+        """The frame with its labels drawn in the bundle's palette (see :mod:`.overlay`)."""
+        return render(frame, prediction.labels, self.palette, view=view, alpha=alpha)
+
+    def shares(self, prediction: Prediction, *, minimum: float = 0.0) -> dict[str, float]:
+        """``{class name: share of the frame}`` for the classes above ``minimum``."""
+        shares = prediction.shares
+        return {self.names[k]: round(float(shares[k]), 6) for k in np.flatnonzero(shares > minimum)
+                if k < self.num_classes}
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """A bundle folder or ``.tar`` as given; an install folder (``current`` inside, no
+    ``manifest.json``) -> its ``current`` bundle."""
+    path = Path(path)
+    if path.is_dir() and not (path / "manifest.json").exists() and (path / "current").exists():
+        return path / "current"
+    if not path.exists():
+        raise ReminderError(f"bundle {path} does not exist")
+    return path
