@@ -136,7 +136,7 @@ def open_source(spec: str, *, live: bool | None = None, label: str | None = None
     camera. Raises :class:`ReminderError` naming the source when it cannot be opened."""
     import cv2
 
-    cv2.setLogLevel(2)  # errors only: a failed open is reported once, in our words
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a failed open is reported once, by us
     spec = str(spec).strip()
     if not spec:
         raise ReminderError("empty --source")
