@@ -1,9 +1,10 @@
-"""Small datasets written in the real on-disk layouts, for tests."""
+"""Small datasets written in the real on-disk layouts, quick runs, bundles and videos, for tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -122,3 +123,58 @@ def reminder_run(synthvoc_root, step0_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("reminder_run")
     train_scenario(quick_config(synthvoc_root, out, setting="15-5", from_step0=str(step0_run / "step0")), **SILENT)
     return out
+
+
+# -- bundles and frames for the runtime tests ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def runtime_run(synthvoc_root, tmp_path_factory) -> Path:
+    """Finetune 15-5 trained for a few epochs: enough for label maps with several classes."""
+    from reminder.train.run import train_scenario
+
+    out = tmp_path_factory.mktemp("runtime_run")
+    config = quick_config(synthvoc_root, out, setting="15-5", method="finetune", max_iterations=None, epochs=8,
+                          epochs_next=1, batch_size=8, crop_size=64)
+    train_scenario(config, **SILENT)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundles(runtime_run, tmp_path_factory) -> dict[int, Path]:
+    """ONNX bundles of steps 0 (16 classes) and 1 (21 classes, parent step 0)."""
+    from reminder.export.exporter import export_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    step0 = export_bundle(runtime_run, out=root / "step0", formats="onnx", step=0, log=lambda message: None)
+    step1 = export_bundle(runtime_run, out=root / "step1", formats="onnx", step=1, parent=step0, log=lambda message: None)
+    return {0: step0, 1: step1}
+
+
+@pytest.fixture(scope="session")
+def frames(synthvoc_root) -> list[np.ndarray]:
+    """30 SynthVOC images (64 px) as OpenCV BGR frames."""
+    paths = sorted((synthvoc_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[:30]
+    return [cv2.imread(str(p)) for p in paths]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.resize(frame, (width, height)))
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames

@@ -168,11 +168,7 @@ class _Outputs:
     """Overlay video (or images, for image sources), label PNGs and JSON lines of stats."""
 
     def __init__(self, out: Path | None, save: Sequence[str], sources, *, view: str, alpha: float):
-        unknown = set(save) - set(SAVE_KINDS)
-        if unknown:
-            raise ReminderError(f"unknown --save {', '.join(sorted(unknown))}; choose from {', '.join(SAVE_KINDS)}")
-        if save and out is None:
-            raise ReminderError("--save needs --out (the folder to write to)")
+        self.check(out, save)
         self.out, self.save, self.sources, self.view, self.alpha = out, set(save), sources, view, alpha
         self.writers: dict[int, object] = {}
         self.stats = None
@@ -180,6 +176,14 @@ class _Outputs:
             out.mkdir(parents=True, exist_ok=True)
             if "stats" in self.save:
                 self.stats = open(out / "stats.jsonl", "a", buffering=1)
+
+    @staticmethod
+    def check(out: Path | None, save: Sequence[str]) -> None:
+        unknown = set(save) - set(SAVE_KINDS)
+        if unknown:
+            raise ReminderError(f"unknown --save {', '.join(sorted(unknown))}; choose from {', '.join(SAVE_KINDS)}")
+        if save and out is None:
+            raise ReminderError("--save needs --out (the folder to write to)")
 
     def folder(self, source: int, kind: str) -> Path:
         folder = self.out / self.sources[source].label / kind
@@ -247,6 +251,7 @@ class Stream:
             raise ReminderError("no --source given")
         if batch is not None and batch < 1:
             raise ReminderError(f"batch must be at least 1, got {batch}")
+        _Outputs.check(out, save)
         self.bundle, self.log = Path(bundle), log
         self.predictor_options = predictor_options
         self.predictor = self._make(self.bundle)
