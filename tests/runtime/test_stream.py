@@ -194,3 +194,46 @@ def test_bench_reports_percentiles_and_skips_what_cannot_run(bundles, tmp_path):
         from reminder.runtime.bench import benchmark
 
         benchmark(bundles[0], batches=[0])
+
+
+def test_http_camera_that_drops_out_is_reconnected(bundles, frames):
+    """A real MJPEG-over-HTTP stream on 127.0.0.1 (as IP cameras serve): each connection
+    sends 30 frames and closes; the third connection is refused. The runtime reconnects
+    after the first drop, then gives up after its retries and ends cleanly."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames[:10]]
+    connections = []
+
+    class Camera(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            connections.append(self.path)
+            if len(connections) > 2:
+                self.send_error(503)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for i in range(30):
+                    jpeg = jpegs[i % len(jpegs)]
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(jpeg) + jpeg + b"\r\n")
+                    time.sleep(0.01)
+            except OSError:
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log = []
+    try:
+        summary = run_stream(bundles[0], [f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"],
+                             retries=2, backoff=0.05, log=log.append)
+    finally:
+        server.shutdown()
+    assert any("reconnected" in line for line in log), log
+    assert any("did not come back after 2 attempts" in line for line in log), log
+    assert 30 < summary.total + sum(summary.dropped.values()) <= 60
