@@ -58,13 +58,15 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         bundle = make_bundle_in_child(workdir, backbone=args.backbone, size=args.size)
         video = write_video(workdir / f"soak-{args.size}.mp4", synthvoc_frames(workdir, args.frames, args.size))
-        summary = run_stream(bundle, [str(video)], out=Path(tmp) / "out", save=[k for k in args.save.split(",") if k],
-                             on_result=on_result, log=lambda message: None, backend="ort")
+        saves = [kind for kind in args.save.split(",") if kind]
+        summary = run_stream(bundle, [str(video)], out=Path(tmp) / "out", save=saves, on_result=on_result,
+                             log=lambda message: None, backend="ort")
     counted = [rss for count, rss in samples if count >= args.warmup]
     print(json.dumps({
         "benchmark": "soak", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "backbone": args.backbone, "size": args.size, "save": args.save, "frames": summary.total, "fps": round(summary.fps, 2),
+        "backbone": args.backbone, "size": args.size, "save": args.save, "frames": summary.total,
+        "fps": round(summary.fps, 2),
         "rss_mb_first_after_warmup": counted[0], "rss_mb_last": counted[-1],
         "rss_mb_growth_after_warmup": round(counted[-1] - counted[0], 1),
         "rss_mb_max_after_warmup": max(counted), "torch_imported": "torch" in sys.modules, "samples": samples,

@@ -130,11 +130,12 @@ def reminder_run(synthvoc_root, step0_run, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def runtime_run(synthvoc_root, tmp_path_factory) -> Path:
-    """Finetune 15-5 trained for a few epochs: enough for label maps with several classes."""
+    """Finetune 15-1 whose step 0 trained for a few epochs (enough for label maps with
+    several classes; later steps get one epoch each)."""
     from reminder.train.run import train_scenario
 
     out = tmp_path_factory.mktemp("runtime_run")
-    config = quick_config(synthvoc_root, out, setting="15-5", method="finetune", max_iterations=None, epochs=8,
+    config = quick_config(synthvoc_root, out, setting="15-1", method="finetune", max_iterations=None, epochs=30,
                           epochs_next=1, batch_size=8, crop_size=64)
     train_scenario(config, **SILENT)
     return out
@@ -142,7 +143,7 @@ def runtime_run(synthvoc_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def bundles(runtime_run, tmp_path_factory) -> dict[int, Path]:
-    """ONNX bundles of steps 0 (16 classes) and 1 (21 classes, parent step 0)."""
+    """ONNX bundles of steps 0 (16 classes) and 1 (17 classes, parent step 0)."""
     from reminder.export.exporter import export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
@@ -178,3 +179,37 @@ def read_video(path: Path) -> list[np.ndarray]:
         frames.append(frame)
     capture.release()
     return frames
+
+
+SHEEP = 17  # VOC id
+
+
+@pytest.fixture(scope="session")
+def sheep_frames(tmp_path_factory) -> Path:
+    """20 new SynthVOC frames (another seed than the training set) that show a sheep, with
+    operator-style masks: the sheep in its VOC colour, everything else background."""
+    from PIL import Image
+
+    from reminder.data.classes import flat_palette
+    from reminder.data.synthetic import write_synthvoc
+
+    root = tmp_path_factory.mktemp("sheep")
+    write_synthvoc(root / "source", images=320, size=64, seed=11, workers=1)
+    voc = root / "source" / "VOCdevkit" / "VOC2012"
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    count = 0
+    for mask_path in sorted((voc / "SegmentationClass").glob("*.png")):
+        mask = np.array(Image.open(mask_path))
+        if (mask == SHEEP).sum() < 40:
+            continue
+        operator = np.where(mask == SHEEP, SHEEP, np.where(mask == 255, 255, 0)).astype(np.uint8)
+        image = Image.fromarray(operator, mode="P")
+        image.putpalette(flat_palette())
+        image.save(root / "masks" / mask_path.name)
+        (root / "images" / f"{mask_path.stem}.jpg").write_bytes((voc / "JPEGImages" / f"{mask_path.stem}.jpg").read_bytes())
+        count += 1
+        if count == 20:
+            break
+    assert count == 20, f"only {count} SynthVOC frames with a sheep"
+    return root

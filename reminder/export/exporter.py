@@ -76,17 +76,32 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     else:
         parity_set = _scenario_images(run, config, step, parity_images)
 
+    manifest = _manifest(run, config, meta, step, module, name, version, parent)
+    files = {target: step_dir / source for source, target in (("model.safetensors", "checkpoint.safetensors"),
+                                                              ("prototypes.safetensors", "prototypes.safetensors"))}
+    return write_bundle(module, manifest, out=out, formats=chosen, parity_set=parity_set, files=files,
+                        parity_threshold=parity_threshold, device=device, fp16_onnx=fp16_onnx,
+                        trt_profile=trt_profile, log=log)
+
+
+def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, formats, parity_set: list,
+                 files: dict[str, Path], parity_threshold: float = 0.999, device: str = "cpu",
+                 fp16_onnx: bool = False, trt_profile: EngineProfile = EngineProfile(),
+                 log: Callable[[str], None] = print) -> Path:
+    """Export ``module`` in ``formats`` (parsed), copy ``files`` (bundle name -> source,
+    skipped when the source is missing), check parity on ``parity_set`` and write the
+    bundle ``out`` with ``manifest`` completed. Built in a staging folder beside ``out``
+    and moved into place only when complete: an interruption leaves no bundle."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        manifest = _manifest(run, config, meta, step, module, name, version, parent)
         metadata = {"reminder_manifest_version": manifest["version"], "classes": json.dumps(manifest["classes"]),
-                    "step": str(step), "input": json.dumps(manifest["input"]), "output": output}
-        _export_formats(module, chosen, staging, manifest, metadata, device, fp16_onnx, trt_profile, log)
-        for source, target in (("model.safetensors", "checkpoint.safetensors"),
-                               ("prototypes.safetensors", "prototypes.safetensors")):
-            if (step_dir / source).is_file():
-                shutil.copyfile(step_dir / source, staging / target)
+                    "step": str(manifest["step"]), "input": json.dumps(manifest["input"]), "output": module.output}
+        _export_formats(module, formats, staging, manifest, metadata, device, fp16_onnx, trt_profile, log)
+        for target, source in files.items():
+            if Path(source).is_file():
+                shutil.copyfile(source, staging / target)
                 manifest["files"][target] = file_entry(staging / target)
         for fmt in manifest["artifacts"]:
             backend = open_artifact(staging, manifest, fmt)

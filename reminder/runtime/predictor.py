@@ -13,6 +13,9 @@ Torch-free: numpy, OpenCV and the backend's own library only.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -81,7 +84,12 @@ class Predictor:
             raise ReminderError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
         if color not in ("bgr", "rgb"):
             raise ReminderError(f"color must be 'bgr' or 'rgb', got {color!r}")
-        self.path, self.manifest = open_bundle(resolve_bundle(bundle), workdir)
+        source = resolve_bundle(bundle)
+        if workdir is None and source.is_file():
+            # a .tar is unpacked into a folder of its own, removed with this predictor
+            workdir = tempfile.mkdtemp(prefix="reminder-bundle-")
+            weakref.finalize(self, shutil.rmtree, workdir, True)
+        self.path, self.manifest = open_bundle(source, workdir)
         self.backend = select_backend(self.path, self.manifest, backend, log=log, **backend_options)
         spec = self.manifest["input"]
         if size is None:

@@ -163,3 +163,17 @@ def test_unknown_options_are_refused(bundles):
         Predictor(bundles[0], backend="tflite")
     with pytest.raises(ReminderError, match="no torchscript artifact"):
         Predictor(bundles[0], backend="torchscript")
+
+
+def test_bundle_archive_runs_like_its_folder(bundles, frames, tmp_path):
+    from reminder.export.bundle import pack_bundle
+
+    archive = pack_bundle(bundles[0], tmp_path / "b.tar")
+    from_tar = Predictor(archive)
+    unpacked = from_tar.path
+    assert np.array_equal(from_tar.predict(frames[0])[0].labels, Predictor(bundles[0]).predict(frames[0])[0].labels)
+    del from_tar
+    import gc
+
+    gc.collect()
+    assert not unpacked.exists()  # the unpacked copy goes with the predictor
