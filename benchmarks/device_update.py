@@ -1,0 +1,131 @@
+"""On-device update: time, peak memory and quality of learning a class from 20 frames.
+
+1. A step-0 bundle: SynthVOC at ``--size`` px, 15-1 step 0 (classes 1-15) trained from
+   scratch with ``--backbone`` for ``--epochs`` epochs, exported to ONNX.
+2. 20 new frames (another seed) that show a sheep; masks with the sheep only.
+3. ``reminder update`` in a fresh process per variant (so its peak memory is its own):
+   with CSW-KD and without, frozen backbone, ``--iterations`` at a ``--size`` px crop.
+
+Prints one JSON object: seconds, peak resident memory, new-class IoU on the 5 held-out
+frames, and old-class agreement with the parent. Target: under 2 minutes on this CPU for
+MobileNetV3 at 256 px with a frozen backbone.
+
+    python benchmarks/device_update.py --size 256 --backbone mobilenet_v3_large
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+SHEEP = 17
+
+
+def base_bundle(workdir: Path, args) -> Path:
+    from reminder.data.synthetic import write_synthvoc
+    from reminder.export.exporter import export_bundle
+    from reminder.train.config import resolve_config
+    from reminder.train.run import ScenarioRunner
+
+    bundle = workdir / "step0-bundle"
+    if (bundle / "manifest.json").is_file():
+        return bundle
+    data = workdir / "synthvoc"
+    if not (data / "synthvoc.json").is_file():
+        write_synthvoc(data, images=args.images, size=args.size, seed=0, workers=2, progress=True)
+    config = resolve_config(dataset="synthvoc", root=data, setting="15-1", method="reminder", out=workdir / "run",
+                            backbone=args.backbone, epochs=args.epochs, batch_size=8, crop_size=args.crop,
+                            eval_size=args.size, workers=2)
+    runner = ScenarioRunner(config, progress=True, log=print)
+    runner.prepare()
+    if not runner.is_complete(0):
+        metrics = runner.run_step(0)
+        print(f"step 0: mIoU {100 * metrics['all']:.1f}", file=sys.stderr)
+    return export_bundle(workdir / "run", out=bundle, formats="onnx", step=0, log=lambda m: None)
+
+
+def sheep_frames(workdir: Path, size: int) -> Path:
+    from PIL import Image
+
+    from reminder.data.classes import flat_palette
+    from reminder.data.synthetic import write_synthvoc
+
+    root = workdir / "sheep"
+    if (root / "images").is_dir():
+        return root
+    write_synthvoc(root / "source", images=400, size=size, seed=11, workers=2)
+    voc = root / "source" / "VOCdevkit" / "VOC2012"
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    count = 0
+    for mask_path in sorted((voc / "SegmentationClass").glob("*.png")):
+        mask = np.array(Image.open(mask_path))
+        if (mask == SHEEP).sum() < 0.01 * mask.size:
+            continue
+        operator = Image.fromarray(np.where(mask == SHEEP, SHEEP, np.where(mask == 255, 255, 0)).astype(np.uint8),
+                                   mode="P")
+        operator.putpalette(flat_palette())
+        operator.save(root / "masks" / mask_path.name)
+        (root / "images" / f"{mask_path.stem}.jpg").write_bytes((voc / "JPEGImages" / f"{mask_path.stem}.jpg").read_bytes())
+        count += 1
+        if count == 20:
+            return root
+    raise SystemExit(f"only {count} frames with a sheep")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="mobilenet_v3_large")
+    parser.add_argument("--size", type=int, default=256, help="Frame size and update crop.")
+    parser.add_argument("--images", type=int, default=600, help="SynthVOC images for the step-0 model.")
+    parser.add_argument("--epochs", type=int, default=30, help="Step-0 epochs.")
+    parser.add_argument("--crop", type=int, default=128, help="Step-0 training crop.")
+    parser.add_argument("--iterations", type=int, default=200, help="Update iterations.")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep the step-0 run and frames here.")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bundle = base_bundle(workdir, args)
+        frames = sheep_frames(workdir, args.size)
+        variants = {}
+        for name, extra in (("reminder", []), ("no_csw_kd", ["--no-csw-kd"])):
+            out = workdir / f"update-{name}"
+            command = [sys.executable, "-m", "reminder.cli", "update", str(bundle), "--images", str(frames / "images"),
+                       "--masks", str(frames / "masks"), "--class", "sheep", "--out", str(out), "--freeze-backbone",
+                       "--iterations", str(args.iterations), "--crop-size", str(args.size), "--device", args.device,
+                       *extra]
+            began = time.perf_counter()
+            result = subprocess.run(command, capture_output=True, text=True)
+            wall = time.perf_counter() - began
+            if result.returncode != 0:
+                raise SystemExit(result.stderr)
+            report = json.loads((out / "manifest.json").read_text())["update"]
+            variants[name] = {"process_seconds": round(wall, 1), "update_seconds": report["seconds"],
+                              "train_seconds": report["train_seconds"], "iterations": report["iterations"],
+                              "peak_memory": report["peak_memory"], "new_iou_sheep": report["new_iou"]["sheep"],
+                              "old_agreement": report["old_agreement"],
+                              "old_pixels_compared": report["old_pixels_compared"]}
+        base_metrics = json.loads((workdir / "run" / "step0" / "metrics.json").read_text())
+    print(json.dumps({
+        "benchmark": "device_update", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}", "device": args.device,
+        "backbone": args.backbone, "size": args.size, "frames": 20, "iterations": args.iterations,
+        "frozen_backbone": True, "step0_miou": round(base_metrics["all"], 4), "target_seconds": 120,
+        "variants": variants}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

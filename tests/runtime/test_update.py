@@ -1,0 +1,205 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import SHEEP
+from reminder.cli import main
+from reminder.data.classes import flat_palette, voc_palette
+from reminder.errors import ReminderError
+from reminder.export.bundle import file_entry, manifest_sha256, read_manifest, verify_bundle, write_manifest
+from reminder.runtime.predictor import Predictor
+from reminder.runtime.update import UpdateOptions, parse_class, update_bundle
+
+QUIET = {"progress": False, "log": lambda message: None}
+# bounded as on a device: frozen backbone, few iterations, the bundle's 64 px crops
+# the tiny test model is rarely very sure of itself: compare the old-class pixels it labels
+# with confidence >= 0.7 (the default, 0.9, leaves a few hundred pixels here)
+DEVICE = UpdateOptions(iterations=300, freeze_backbone=True, seed=0, agreement_confidence=0.7)
+
+
+@pytest.fixture(scope="module")
+def sheep_update(bundles, sheep_frames, tmp_path_factory):
+    parent_sha = manifest_sha256(bundles[0])
+    out = tmp_path_factory.mktemp("update") / "with-sheep"
+    result = update_bundle(bundles[0], images=sheep_frames / "images", masks=sheep_frames / "masks",
+                           classes=["sheep"], out=out, options=DEVICE, **QUIET)
+    return result, parent_sha
+
+
+def _iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    union = (predicted | truth).sum()
+    return float((predicted & truth).sum() / union) if union else float("nan")
+
+
+def test_a_bundle_learns_sheep_from_20_frames(bundles, sheep_frames, sheep_update):
+    """The step-0 bundle of a SynthVOC 15-1 run (16 classes) learns sheep on the CPU.
+
+    Floors: the parent's own step-0 classes reach about 14% mIoU at this size and training
+    (64 px, tiny backbone, 30 epochs), so a new class learnt from 15 frames at 10% IoU on
+    frames it never saw is on a par with them; a model that did not learn it scores 0.
+    Old-class agreement: at least 90% of the pixels that the parent labels as an old class
+    with confidence >= 0.7 keep their label (the update with this seed keeps over 98%).
+    """
+    result, parent_sha = sheep_update
+    manifest = verify_bundle(result.bundle)
+    assert [c["name"] for c in manifest["classes"]][-1] == "sheep" and len(manifest["classes"]) == 17
+    assert manifest["classes"][16]["color"] == list(voc_palette()[SHEEP])
+    assert manifest["parent"] == {"version": read_manifest(bundles[0])["version"], "manifest_sha256": parent_sha}
+    assert manifest["step"] == 1 and manifest["model"]["classes_per_step"] == [16, 1]
+    assert set(manifest["artifacts"]) == {"onnx"} and manifest["parity"]["onnx"]["pixel_agreement"] >= 0.999
+    assert set(manifest["files"]) == {"checkpoint.safetensors", "prototypes.safetensors"}
+    assert manifest_sha256(bundles[0]) == parent_sha  # the parent is untouched
+
+    report = result.report
+    assert report["holdout_frames"] == 5 and report["train_frames"] == 15
+    assert report["new_iou"]["sheep"] > 0.10
+    assert report["old_agreement"] > 0.90 and report["old_pixels_compared"] > 1000
+    assert manifest["update"]["new_iou"] == report["new_iou"]
+    assert report["peak_memory"]["process_rss_mb"] > 0
+
+    # the exported ONNX model (through the runtime) finds sheep where the held-out masks have them
+    predictor = Predictor(result.bundle)
+    held_out = sorted(sheep_frames.joinpath("images").iterdir())
+    hits = []
+    for path in held_out:
+        mask = np.array(Image.open(sheep_frames / "masks" / f"{path.stem}.png")) == SHEEP
+        labels = predictor.predict(np.array(Image.open(path))[:, :, ::-1].copy())[0].labels
+        hits.append(_iou(labels == 16, mask))
+    assert np.nanmean(hits) > 0.10
+
+
+def test_updated_bundle_can_be_updated_again(sheep_update, sheep_frames, tmp_path):
+    """Lineage grows: the new bundle has a checkpoint and prototypes for every class."""
+    result, _ = sheep_update
+    from safetensors.numpy import load_file
+
+    bank = load_file(result.bundle / "prototypes.safetensors")
+    assert bank["prototypes"].shape[0] == 17 and bank["counts"][16] > 0
+    with pytest.raises(ReminderError, match="'sheep' already exists"):
+        update_bundle(result.bundle, images=sheep_frames / "images", masks=sheep_frames / "masks",
+                      classes=["sheep"], out=tmp_path / "again", **QUIET)
+
+
+def test_cli_update_with_a_time_budget(bundles, sheep_frames, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, ["update", str(bundles[0]), "--images", str(sheep_frames / "images"),
+                                       "--masks", str(sheep_frames / "masks"), "--class", "lamb:128,64,0",
+                                       "--out", str(out), "--freeze-backbone", "--iterations", "100000",
+                                       "--time-budget", "2", "--no-csw-kd"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest["classes"][-1] == {"id": 16, "name": "lamb", "color": [128, 64, 0]}
+    report = manifest["update"]
+    assert report["stopped_by"] == "time budget" and 0 < report["iterations"] < 100000
+    assert report["method"] == "plop (no CSW-KD)"
+    assert "new class lamb: IoU" in result.output and "new bundle:" in result.output
+
+
+def _frames_copy(sheep_frames, tmp_path, count=4):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for path in sorted((sheep_frames / "images").iterdir())[:count]:
+        shutil.copy(path, images / path.name)
+        shutil.copy(sheep_frames / "masks" / f"{path.stem}.png", masks / f"{path.stem}.png")
+    return images, masks
+
+
+def _update(bundle, images, masks, out, classes=("sheep",), **options):
+    return update_bundle(bundle, images=images, masks=masks, classes=list(classes), out=out,
+                         options=UpdateOptions(iterations=2, **options), **QUIET)
+
+
+def test_bad_frames_and_masks_are_named(bundles, sheep_frames, tmp_path):
+    images, masks = _frames_copy(sheep_frames, tmp_path)
+    stems = sorted(p.stem for p in images.iterdir())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ReminderError, match="no frames"):
+        _update(bundles[0], empty, masks, tmp_path / "o")
+    # a mask with no sheep pixel
+    blank = Image.fromarray(np.zeros((64, 64), np.uint8), mode="P")
+    blank.putpalette(flat_palette())
+    blank.save(masks / f"{stems[0]}.png")
+    with pytest.raises(ReminderError, match=f"mask .*{stems[0]}.png has no pixel of the new class"):
+        _update(bundles[0], images, masks, tmp_path / "o")
+    # a mask of another size
+    Image.fromarray(np.full((32, 48), SHEEP, np.uint8), mode="P").save(masks / f"{stems[0]}.png")
+    with pytest.raises(ReminderError, match=f"{stems[0]}.png is 48x32 but image"):
+        _update(bundles[0], images, masks, tmp_path / "o")
+    # an image without its mask, and a mask without its image
+    (masks / f"{stems[0]}.png").unlink()
+    with pytest.raises(ReminderError, match=f"{stems[0]}.jpg has no mask"):
+        _update(bundles[0], images, masks, tmp_path / "o")
+    shutil.copy(masks / f"{stems[1]}.png", masks / "stray.png")
+    (images / f"{stems[0]}.jpg").unlink()
+    with pytest.raises(ReminderError, match="stray.png has no image"):
+        _update(bundles[0], images, masks, tmp_path / "o")
+    # grey masks hold ids of the updated model: 17 is past its 17 classes (0..16)
+    (masks / "stray.png").unlink()
+    Image.fromarray(np.full((64, 64), SHEEP, np.uint8), mode="L").save(masks / f"{stems[1]}.png")
+    with pytest.raises(ReminderError, match="has class id 17"):
+        _update(bundles[0], images, masks, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_classes_and_bundles(bundles, sheep_frames, tmp_path):
+    images, masks = _frames_copy(sheep_frames, tmp_path)
+    with pytest.raises(ReminderError, match="'person' already exists"):
+        _update(bundles[0], images, masks, tmp_path / "o", classes=["person"])
+    with pytest.raises(ReminderError, match="already used by 'person'"):
+        _update(bundles[0], images, masks, tmp_path / "o", classes=[f"walker:{','.join(map(str, voc_palette()[15]))}"])
+    with pytest.raises(ReminderError, match="R,G,B"):
+        parse_class("sheep:300,0,0")
+    with pytest.raises(ReminderError, match="must differ from the parent"):
+        _update(bundles[0], images, masks, bundles[0])
+    inference_only = shutil.copytree(bundles[0], tmp_path / "inference-only")
+    manifest = json.loads((inference_only / "manifest.json").read_text())
+    del manifest["files"]["checkpoint.safetensors"]
+    (inference_only / "checkpoint.safetensors").unlink()
+    write_manifest(inference_only, manifest)
+    with pytest.raises(ReminderError, match="exported for inference only"):
+        _update(inference_only, images, masks, tmp_path / "o")
+
+
+def test_interrupted_update_leaves_no_bundle(bundles, sheep_frames, tmp_path):
+    images, masks = _frames_copy(sheep_frames, tmp_path, count=8)
+
+    def interrupt(message):
+        if message.startswith("exported onnx"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        update_bundle(bundles[0], images=images, masks=masks, classes=["sheep"], out=tmp_path / "new",
+                      options=UpdateOptions(iterations=2), progress=False, log=interrupt)
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".new")]
+
+
+def test_rgb_masks_and_old_class_labels(bundles, sheep_frames, tmp_path):
+    """RGB masks are read by colour: sheep in its colour, a labelled old class (person) in
+    the bundle's colour for it, VOC's void colour ignored, unknown colours background."""
+    from reminder.runtime.update import _class_colors, read_frames
+
+    manifest = read_manifest(bundles[0])
+    table = _class_colors(manifest, [parse_class("sheep")])
+    colors = [color for _, color in table]
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[0] = voc_palette()[SHEEP]
+    rgb[1] = voc_palette()[15]          # person, an old class
+    rgb[2] = (224, 224, 192)            # void
+    rgb[3] = (1, 2, 3)                  # no class
+    images, masks = tmp_path / "i", tmp_path / "m"
+    images.mkdir()
+    masks.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    Image.fromarray(rgb).save(masks / "a.png")
+    log = []
+    [frame] = read_frames(images, masks, colors, [16], log.append)
+    assert (frame.labels[0] == 16).all() and (frame.labels[1] == 15).all()
+    assert (frame.labels[2] == 255).all() and (frame.labels[3] == 0).all()
+    assert log and "8 pixels in colours of no known class" in log[0]
