@@ -38,14 +38,15 @@ def main() -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
-              help="Folder for the demo's data and outputs.")
-@click.option("--images", type=int, default=600, show_default=True, help="SynthVOC images to generate.")
-@click.option("--size", type=int, default=128, show_default=True, help="SynthVOC image size in pixels.")
-def demo(out: Path, images: int, size: int) -> None:
-    """The embedded default end to end: SynthVOC and its 15-1 scenario."""
+              help="Folder for the demo's data, runs, bundles and report (an interrupted demo resumes).")
+@click.option("--quick", is_flag=True, help="A smaller, shorter demo (about 2 minutes; what the tests run).")
+@click.option("--methods", default="finetune,reminder", show_default=True,
+              help="Comma-separated methods to train (reminder required; plop adds a third run).")
+def demo(out: Path, quick: bool, methods: str) -> None:
+    """The whole product on SynthVOC on this CPU: train 15-1, export, run, update on device, report."""
     from reminder.demo import run_demo
 
-    run_demo(out, images=images, size=size, echo=click.echo)
+    run_demo(out, quick=quick, methods=_parse_list(methods, "--methods"), echo=click.echo)
 
 
 @main.group()
