@@ -103,6 +103,11 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
             if Path(source).is_file():
                 shutil.copyfile(source, staging / target)
                 manifest["files"][target] = file_entry(staging / target)
+        if parity_set:  # a frame for devices' smoke tests after an install
+            from PIL import Image
+
+            Image.fromarray(parity_set[0]).save(staging / "sample.png")
+            manifest["files"]["sample.png"] = file_entry(staging / "sample.png")
         for fmt in manifest["artifacts"]:
             backend = open_artifact(staging, manifest, fmt)
             result = check_parity(module, backend, parity_set, threshold=parity_threshold)

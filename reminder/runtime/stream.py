@@ -14,6 +14,7 @@ keeps running.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from reminder.errors import ReminderError
+from reminder.runtime.fleet import write_health
 from reminder.runtime.predictor import Prediction, Predictor, check_frame, resolve_bundle
 from reminder.runtime.sources import EndOfSource, ImageSource, open_source
 
@@ -435,11 +437,16 @@ class Stream:
         if outcome is None:
             return
         predictor, error = outcome
+        install = self.bundle if (self.bundle / "current").is_symlink() else None
         if predictor is None:
             message = f"kept version {self.predictor.version}: the new bundle failed to load: {error}"
             self.log(message)
             self.summary.reload_failures.append(message)
+            if install is not None:  # the fleet updater rolls back a version the runtime cannot load
+                write_health(install, Path(os.path.realpath(install / "current")).name, False, error)
             return
+        if install is not None:
+            write_health(install, Path(os.path.realpath(install / "current")).name, True)
         self.log(f"switched from version {self.predictor.version} to {predictor.version} "
                  f"({len(predictor.classes)} classes, {predictor.backend_name})")
         self.predictor = predictor

@@ -70,7 +70,8 @@ class UpdateOptions:
     time_budget: float | None = None     # seconds of training; stops early when reached
     batch_size: int = 4
     crop_size: int | None = None         # default: the bundle's input size, at most 512
-    lr: float | None = None              # default: 0.03 with a frozen backbone, else 0.003
+    lr: float | None = None              # default: 0.01 with a frozen backbone, else 0.001
+    clip_norm: float | None = 5.0        # gradient norm cap: few frames and frozen batch norm diverge easily
     freeze_backbone: bool = False        # train the ASPP and the head only
     csw_kd: bool = True                  # False: pseudo-labels + local POD only (PLOP's losses)
     holdout: float = 0.25                # share of the frames kept out of training for the IoU
@@ -340,7 +341,7 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     holdout = [frames[i] for i in sorted(order[:count])]
     train_frames = [frames[i] for i in sorted(order[count:])]
     crop = options.crop_size or min(512, int(manifest["input"]["height"]))
-    lr = options.lr or (0.03 if options.freeze_backbone else 0.003)
+    lr = options.lr or (0.01 if options.freeze_backbone else 0.001)
     log(f"update {manifest['name']} {manifest['version']}: +{', '.join(c.name for c in classes)} from "
         f"{len(train_frames)} frames ({len(holdout)} held out), crop {crop}, {options.iterations} iterations "
         f"on {device}{' with a frozen backbone' if options.freeze_backbone else ''}")
@@ -390,7 +391,8 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
                 for group in optimizer.param_groups:
                     group["lr"] = poly_lr(lr, iteration, options.iterations, config.lr_power)
                 terms = train_iteration(student, method, images_t, labels_t, state, optimizer, scaler,
-                                        config=config, device=device, dist=_NoDist(), iteration=iteration)
+                                        config=config, device=device, dist=_NoDist(), iteration=iteration,
+                                        clip_norm=options.clip_norm)
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach())
                 iteration += 1

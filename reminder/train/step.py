@@ -183,8 +183,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labels: torch.Tensor,
                     state: StepState, optimizer, scaler, *, config: TrainConfig, device: torch.device,
                     dist: DistContext, forward=None, ewc: dict | None = None,
-                    iteration: int = 0) -> dict[str, torch.Tensor]:
-    """One SGD iteration of ``method`` on a batch; returns the loss terms."""
+                    iteration: int = 0, clip_norm: float | None = None) -> dict[str, torch.Tensor]:
+    """One SGD iteration of ``method`` on a batch; returns the loss terms. ``clip_norm``
+    caps the gradient's global norm (on-device updates use it; the paper's training does not)."""
     core = unwrap(model)
     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
     if config.channels_last:
@@ -205,10 +206,15 @@ def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labe
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(terms["loss"]).backward()
+        if clip_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(core.parameters(), clip_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
         terms["loss"].backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(core.parameters(), clip_norm)
         optimizer.step()
     return terms
 

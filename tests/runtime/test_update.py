@@ -51,7 +51,7 @@ def test_a_bundle_learns_sheep_from_20_frames(bundles, sheep_frames, sheep_updat
     assert manifest["parent"] == {"version": read_manifest(bundles[0])["version"], "manifest_sha256": parent_sha}
     assert manifest["step"] == 1 and manifest["model"]["classes_per_step"] == [16, 1]
     assert set(manifest["artifacts"]) == {"onnx"} and manifest["parity"]["onnx"]["pixel_agreement"] >= 0.999
-    assert set(manifest["files"]) == {"checkpoint.safetensors", "prototypes.safetensors"}
+    assert set(manifest["files"]) == {"checkpoint.safetensors", "prototypes.safetensors", "sample.png"}
     assert manifest_sha256(bundles[0]) == parent_sha  # the parent is untouched
 
     report = result.report
