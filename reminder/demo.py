@@ -159,6 +159,37 @@ def _overlay_strip(data: Path, bundles: list[Path], path: Path, rows: int = 4) -
     return path
 
 
+def _fleet(out: Path, bundles: list[Path], echo) -> dict:
+    """Publish the last two steps to a local TUF repository served on 127.0.0.1 and let a
+    device folder sync to each in turn."""
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from reminder.runtime import fleet
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    repo, device = out / "fleet-repo", out / "fleet-device"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.rmtree(device, ignore_errors=True)
+    root = fleet.init_repository(repo)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(repo)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    log = lambda message: echo(f"  {message}")  # noqa: E731
+    try:
+        fleet.publish(repo, bundles[-2], channel="stable", log=log)
+        fleet.sync(device, url=url, trusted_root=root, channel="stable", log=log)
+        fleet.publish(repo, bundles[-1], channel="stable", log=log)
+        return fleet.sync(device, url=url, channel="stable", log=log)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finetune", "reminder"),
              echo: Callable[[str], None] = print) -> Path:
     """Run the demo into ``out``; return the report's path."""
@@ -202,6 +233,9 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
     echo("  " + format_report(updated.report).replace("\n", "\n  "))
     server_step1 = json.loads((reminder_run / "step1" / "metrics.json").read_text())
 
+    echo("\n== fleet: publish the last two steps to a signed (TUF) repository; a device syncs to each")
+    fleet_status = _fleet(out, bundles, echo)
+
     echo("\n== report")
     report_dir = out / "report"
     report = write_report([runs[m] for m in methods], report_dir)
@@ -226,7 +260,12 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
         f"| server step 1, REMINDER on all step-1 data (test set) | "
         f"{_pct(server_step1['iou'].get('pottedplant'))} | - |", "",
         f"New bundle: `{updated.bundle.relative_to(out)}` (version {manifest['version']}, parent "
-        f"{manifest['parent']['version']}).",
+        f"{manifest['parent']['version']}).", "",
+        "## Fleet", "",
+        f"Steps {bundles[-2].name} and {bundles[-1].name} were published in turn to a TUF repository "
+        f"(`fleet-repo`) served on 127.0.0.1; the device folder `fleet-device` verified, smoke-tested and "
+        f"installed each. It now runs {fleet_status['installed']} (previous: "
+        f"{', '.join(fleet_status['previous']) or 'none'}).",
     ]
     atomic_write_text(report, report.read_text() + "\n".join(extra) + "\n")
     results = {m: read_results(runs[m]) for m in methods}

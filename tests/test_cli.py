@@ -53,10 +53,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, synthvoc_root):
         assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
 
 
-def test_console_script_demo(tmp_path):
-    """The installed ``reminder`` entry point runs the demo at this stage's scope."""
-    result = subprocess.run([sys.executable, "-m", "reminder.cli", "demo", "--out", str(tmp_path),
-                             "--images", "60", "--size", "48"], capture_output=True, text=True, timeout=300)
+def test_console_script_demo_help():
+    """The module entry point answers; the demo itself runs in tests/test_demo.py."""
+    result = subprocess.run([sys.executable, "-m", "reminder.cli", "demo", "--help"], capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "synthvoc 15-1 (overlap): 6 steps" in result.stdout
-    assert (tmp_path / "synthvoc" / "VOCdevkit" / "VOC2012" / "synthvoc.json").is_file()
+    assert "--quick" in result.stdout and "--methods" in result.stdout
+

@@ -35,6 +35,9 @@ def test_quick_demo_end_to_end(tmp_path):
     update = json.loads((out / "device-update" / "manifest.json").read_text())
     assert update["classes"][-1]["name"] == "pottedplant" and update["parent"]["version"].endswith("step0")
     assert "## On-device update" in text and "pottedplant" in text
+    status = json.loads((out / "fleet-device" / "status.json").read_text())
+    assert status["installed"] == json.loads((out / "reminder-15-1" / "bundles" / "step5" / "manifest.json")
+                                             .read_text())["version"]
     # an interrupted or repeated demo resumes instead of retraining
     again = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out)])
     assert again.exit_code == 0 and "complete in" in again.output

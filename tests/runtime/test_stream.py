@@ -151,6 +151,9 @@ def test_hot_reload_switches_between_frames_and_keeps_the_old_model_on_failure(b
     assert len(summary.reload_failures) == 1 and "model.onnx" in summary.reload_failures[0]
     assert any(f"switched from version {versions[0]} to {versions[1]}" in line for line in log)
     assert [s["version"] for s in _stats(tmp_path / "out" / "stats.jsonl")] == seen
+    # an install folder hears about it: the fleet updater rolls back what the runtime cannot load
+    health = json.loads((install / "health.json").read_text())
+    assert health["version"] == "broken" and health["ok"] is False and "model.onnx" in health["error"]
 
 
 def test_max_frames_and_stop(bundles, frames, tmp_path):
