@@ -44,7 +44,7 @@ class DemoSize:
     update_iterations: int
 
 
-FULL = DemoSize(images=600, size=128, epochs=12, epochs_next=6, batch_size=16, video_frames=60,
+FULL = DemoSize(images=600, size=128, epochs=30, epochs_next=30, batch_size=16, video_frames=60,
                 update_frames=20, update_iterations=300)
 QUICK = DemoSize(images=160, size=64, epochs=4, epochs_next=1, batch_size=8, video_frames=12,
                  update_frames=8, update_iterations=20)

@@ -257,3 +257,12 @@ def test_runtime_reports_unhealthy_and_the_device_rolls_back(installed, bundles,
     status = _device(device, url, repo)
     assert status["installed"] == old and "B" in status["refused"]
     assert _current(device) == f"versions/{old}"
+
+
+def test_watch_keeps_going_after_a_failed_round(installed, bundles, tmp_path):
+    httpd, repo, url, device, old = installed
+    messages = []
+    fleet.watch(device, every=0, rounds=2, url=url, channel="nightly", log=messages.append)
+    assert sum("channel 'nightly' has nothing published" in m for m in messages) == 2
+    assert fleet.read_status(device)["last_sync"]["result"] == "failed"
+    _still_on(device, old)
