@@ -26,7 +26,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 SHEEP = 17
 
@@ -55,32 +54,13 @@ def base_bundle(workdir: Path, args) -> Path:
 
 
 def sheep_frames(workdir: Path, size: int) -> Path:
-    from PIL import Image
-
-    from reminder.data.classes import flat_palette
-    from reminder.data.synthetic import write_synthvoc
+    from reminder.data.synthetic import write_class_frames, write_synthvoc
 
     root = workdir / "sheep"
     if (root / "images").is_dir():
         return root
     write_synthvoc(root / "source", images=400, size=size, seed=11, workers=2)
-    voc = root / "source" / "VOCdevkit" / "VOC2012"
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    count = 0
-    for mask_path in sorted((voc / "SegmentationClass").glob("*.png")):
-        mask = np.array(Image.open(mask_path))
-        if (mask == SHEEP).sum() < 0.01 * mask.size:
-            continue
-        operator = Image.fromarray(np.where(mask == SHEEP, SHEEP, np.where(mask == 255, 255, 0)).astype(np.uint8),
-                                   mode="P")
-        operator.putpalette(flat_palette())
-        operator.save(root / "masks" / mask_path.name)
-        (root / "images" / f"{mask_path.stem}.jpg").write_bytes((voc / "JPEGImages" / f"{mask_path.stem}.jpg").read_bytes())
-        count += 1
-        if count == 20:
-            return root
-    raise SystemExit(f"only {count} frames with a sheep")
+    return write_class_frames(root / "source", SHEEP, 20, root, min_share=0.01)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from reminder.data.splits import format_split_table, load_scenario
-from reminder.data.synthetic import write_synthvoc
+from reminder.data.synthetic import write_class_frames, write_synthvoc
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_text
 
@@ -85,35 +85,6 @@ def _train(data: Path, out: Path, methods: Sequence[str], plan: DemoSize, echo) 
                        log=lambda message: echo(f"  {message}"))
         runs[method] = run
     return runs
-
-
-def _class_frames(data: Path, class_id: int, count: int, dest: Path, *, split: str = "train") -> Path:
-    """``count`` frames of the dataset's ``split`` that show ``class_id``, with masks that
-    mark that class only (what an operator would label)."""
-    from PIL import Image
-
-    from reminder.data.classes import flat_palette
-
-    voc = data / "VOCdevkit" / "VOC2012"
-    ids = (voc / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
-    if (dest / "masks").is_dir() and len(list((dest / "masks").iterdir())) == count:
-        return dest
-    shutil.rmtree(dest, ignore_errors=True)
-    (dest / "images").mkdir(parents=True)
-    (dest / "masks").mkdir()
-    found = 0
-    for image_id in ids:
-        mask = np.array(Image.open(voc / "SegmentationClass" / f"{image_id}.png"))
-        if (mask == class_id).sum() < 0.02 * mask.size:
-            continue
-        operator = Image.fromarray(np.where(mask == class_id, class_id, 0).astype(np.uint8), mode="P")
-        operator.putpalette(flat_palette())
-        operator.save(dest / "masks" / f"{image_id}.png")
-        shutil.copyfile(voc / "JPEGImages" / f"{image_id}.jpg", dest / "images" / f"{image_id}.jpg")
-        found += 1
-        if found == count:
-            return dest
-    raise ReminderError(f"SynthVOC in {data} has only {found} {split} images showing class {class_id}")
 
 
 def _video(data: Path, path: Path, frames: int) -> Path:
@@ -225,7 +196,8 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
     echo(f"  {stream.total} frames at {stream.fps:.1f} FPS -> {runtime_out / 'video' / 'overlay.mp4'}")
 
     echo(f"\n== on-device update: the step-0 bundle learns pottedplant from {plan.update_frames} labelled frames")
-    frames = _class_frames(data, 16, plan.update_frames, out / "device-frames")
+    shutil.rmtree(out / "device-frames", ignore_errors=True)
+    frames = write_class_frames(data, 16, plan.update_frames, out / "device-frames", split="train", min_share=0.02)
     updated = update_bundle(bundles[0], images=frames / "images", masks=frames / "masks", classes=["pottedplant"],
                             out=out / "device-update", log=lambda message: echo(f"  {message}"),
                             options=UpdateOptions(iterations=plan.update_iterations, freeze_backbone=True,

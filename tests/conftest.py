@@ -188,28 +188,8 @@ SHEEP = 17  # VOC id
 def sheep_frames(tmp_path_factory) -> Path:
     """20 new SynthVOC frames (another seed than the training set) that show a sheep, with
     operator-style masks: the sheep in its VOC colour, everything else background."""
-    from PIL import Image
-
-    from reminder.data.classes import flat_palette
-    from reminder.data.synthetic import write_synthvoc
+    from reminder.data.synthetic import write_class_frames, write_synthvoc
 
     root = tmp_path_factory.mktemp("sheep")
     write_synthvoc(root / "source", images=320, size=64, seed=11, workers=1)
-    voc = root / "source" / "VOCdevkit" / "VOC2012"
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    count = 0
-    for mask_path in sorted((voc / "SegmentationClass").glob("*.png")):
-        mask = np.array(Image.open(mask_path))
-        if (mask == SHEEP).sum() < 40:
-            continue
-        operator = np.where(mask == SHEEP, SHEEP, np.where(mask == 255, 255, 0)).astype(np.uint8)
-        image = Image.fromarray(operator, mode="P")
-        image.putpalette(flat_palette())
-        image.save(root / "masks" / mask_path.name)
-        (root / "images" / f"{mask_path.stem}.jpg").write_bytes((voc / "JPEGImages" / f"{mask_path.stem}.jpg").read_bytes())
-        count += 1
-        if count == 20:
-            break
-    assert count == 20, f"only {count} SynthVOC frames with a sheep"
-    return root
+    return write_class_frames(root / "source", SHEEP, 20, root, min_share=40 / 64 ** 2)

@@ -288,3 +288,38 @@ def _run_jobs(jobs, workers):
         return
     with ProcessPoolExecutor(workers) as pool:
         yield from pool.map(_write_sample, jobs, chunksize=16)
+
+
+def write_class_frames(root: str | os.PathLike, class_id: int, count: int, dest: str | os.PathLike, *,
+                       split: str | None = None, min_share: float = 0.01) -> Path:
+    """Frames for an on-device update: ``count`` images of the SynthVOC (or VOC) tree under
+    ``root`` that show ``class_id`` on at least ``min_share`` of their pixels, copied to
+    ``dest/images`` with masks in ``dest/masks`` that mark that class only (VOC palette,
+    void kept), as an operator would label them. ``split``: an ImageSets list, or every mask."""
+    import shutil
+
+    voc = next(Path(root).glob("**/VOC2012"), Path(root))
+    dest = Path(dest)
+    if split is not None:
+        ids = (voc / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()
+    else:
+        ids = sorted(p.stem for p in (voc / "SegmentationClass").glob("*.png"))
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "masks").mkdir(exist_ok=True)
+    found = 0
+    for image_id in ids:
+        mask = np.array(Image.open(voc / "SegmentationClass" / f"{image_id}.png"))
+        if (mask == class_id).mean() < min_share:
+            continue
+        marked = np.where(mask == class_id, class_id, np.where(mask == IGNORE_INDEX, IGNORE_INDEX, 0))
+        operator = Image.fromarray(marked.astype(np.uint8), mode="P")
+        operator.putpalette(flat_palette())
+        operator.save(dest / "masks" / f"{image_id}.png")
+        shutil.copyfile(voc / "JPEGImages" / f"{image_id}.jpg", dest / "images" / f"{image_id}.jpg")
+        found += 1
+        if found == count:
+            return dest
+    from reminder.errors import ReminderError
+
+    raise ReminderError(f"{voc} has only {found} images showing class {class_id} on {100 * min_share:g}% of "
+                        f"their pixels; {count} were asked for")

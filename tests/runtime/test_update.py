@@ -10,7 +10,7 @@ from conftest import SHEEP
 from reminder.cli import main
 from reminder.data.classes import flat_palette, voc_palette
 from reminder.errors import ReminderError
-from reminder.export.bundle import file_entry, manifest_sha256, read_manifest, verify_bundle, write_manifest
+from reminder.export.bundle import manifest_sha256, read_manifest, verify_bundle, write_manifest
 from reminder.runtime.predictor import Predictor
 from reminder.runtime.update import UpdateOptions, parse_class, update_bundle
 
