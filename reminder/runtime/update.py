@@ -309,7 +309,8 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     from reminder.train.methods import build_method
     from reminder.train.prototypes import compute_prototypes, merge_prototypes, save_prototypes
     from reminder.train.checkpoint import save_tensors
-    from reminder.train.step import StepState, compute_thresholds, freeze, make_optimizer, poly_lr, train_iteration
+    from reminder.train.step import (StepState, compute_thresholds, freeze, make_optimizer, poly_lr, record_terms,
+                                     set_train_mode, train_iteration)
 
     started = time.perf_counter()
     classes = [c if isinstance(c, NewClass) else parse_class(c) for c in classes]
@@ -386,19 +387,14 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
                 if options.time_budget is not None and time.perf_counter() - train_started >= options.time_budget:
                     stopped_by = "time budget"
                     break
-                student.train()
-                student.apply(_batchnorm_eval)
+                set_train_mode(student, freeze_bn=True)  # the parent's statistics: few frames cannot estimate new ones
                 for group in optimizer.param_groups:
                     group["lr"] = poly_lr(lr, iteration, options.iterations, config.lr_power)
                 terms = train_iteration(student, method, images_t, labels_t, state, optimizer, scaler,
                                         config=config, device=device, dist=_NoDist(), iteration=iteration,
                                         clip_norm=options.clip_norm)
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                record_terms(sums, terms, bar)
                 iteration += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
             if stopped_by == "time budget":
                 break
         if bar is not None:
@@ -449,12 +445,6 @@ def _load_prototypes_or_none(folder: Path, manifest: dict):
     if "prototypes.safetensors" in manifest.get("files", {}):
         return load_prototypes(folder / "prototypes.safetensors")
     return None
-
-
-def _batchnorm_eval(module) -> None:
-    """Batch norm keeps the parent's statistics: a few frames cannot estimate new ones."""
-    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-        module.eval()
 
 
 class _NoDist:

@@ -158,12 +158,8 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
                     group["lr"] = poly_lr(lr, iteration, total, config.lr_power)
                 terms = train_iteration(model, method, images, labels, state, optimizer, scaler, config=config,
                                         device=device, dist=dist, forward=forward, ewc=ewc, iteration=iteration)
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                record_terms(sums, terms, bar)
                 iteration += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
     except torch.OutOfMemoryError:
         raise ReminderError(
             f"out of GPU memory at step {state.step} with batch size {config.batch_size} and crop "
@@ -172,6 +168,15 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
         if bar is not None:
             bar.close()
     return {name: value / max(iteration, 1) for name, value in sums.items()} | {"iterations": iteration}
+
+
+def record_terms(sums: dict[str, float], terms: dict[str, torch.Tensor], bar) -> None:
+    """Add one iteration's terms to the running sums and show them on the progress bar."""
+    for name, value in terms.items():
+        sums[name] = sums.get(name, 0.0) + float(value.detach())
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
