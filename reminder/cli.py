@@ -463,6 +463,15 @@ def fleet_publish(bundle: Path, repo: Path, channel: str) -> None:
     publish(repo, bundle, channel=channel, log=click.echo)
 
 
+@fleet.command("resign")
+@click.option("--repo", type=click.Path(path_type=Path), required=True)
+def fleet_resign(repo: Path) -> None:
+    """Sign a fresh timestamp (daily, when nothing is published, so devices do not refuse it as expired)."""
+    from reminder.runtime.fleet import resign_timestamp
+
+    resign_timestamp(repo, log=click.echo)
+
+
 @fleet.command("sync")
 @click.option("--url", required=True, help="Base URL of the repository (serving metadata/ and targets/).")
 @click.option("--trusted-root", type=click.Path(path_type=Path), default=None,

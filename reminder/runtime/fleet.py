@@ -182,6 +182,24 @@ def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", ex
     return custom | {"target": target_path}
 
 
+def resign_timestamp(repo: str | Path, *, expires: dict | None = None,
+                     log: Callable[[str], None] = print) -> int:
+    """A new timestamp version with a fresh expiry, for the days nothing is published
+    (run it daily, e.g. from cron; devices refuse an expired timestamp)."""
+    metadata, _ = _tuf()
+    repo = Path(repo)
+    path = repo / "metadata" / "timestamp.json"
+    if not path.is_file():
+        raise ReminderError(f"{repo} is not a repository: metadata/timestamp.json is missing")
+    timestamp = metadata.Metadata.from_file(str(path))
+    timestamp.signed.version += 1
+    timestamp.signed.expires = _expiry("timestamp", expires)
+    timestamp.sign(_load_signer(repo, "timestamp"))
+    _write_metadata(path, timestamp)
+    log(f"timestamp v{timestamp.signed.version} signed, expires {timestamp.signed.expires.isoformat()}")
+    return timestamp.signed.version
+
+
 # -- device ------------------------------------------------------------------------------
 
 def read_status(install_dir: str | Path) -> dict:

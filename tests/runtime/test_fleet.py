@@ -157,12 +157,19 @@ def test_tampered_metadata_is_refused(installed, bundles, tmp_path):
     _still_on(device, old)
 
 
-def test_expired_metadata_is_refused(installed, bundles, tmp_path):
+def test_expired_metadata_is_refused_until_re_signed(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
     fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), expires={"timestamp": -1}, **QUIET)
     with pytest.raises(ReminderError, match="ExpiredMetadataError"):
         _device(device, url, repo)
     _still_on(device, old)
+    from click.testing import CliRunner
+
+    from reminder.cli import main
+
+    result = CliRunner().invoke(main, ["fleet", "resign", "--repo", str(repo)])
+    assert result.exit_code == 0 and "timestamp v" in result.output
+    assert _device(device, url, repo)["installed"] == "B"
 
 
 def test_replayed_old_metadata_is_refused(installed, bundles, tmp_path):
