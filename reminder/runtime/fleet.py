@@ -227,11 +227,6 @@ def _switch(install_dir: Path, version: str) -> None:
         os.close(fd)
 
 
-def installed_version(install_dir: Path) -> str | None:
-    current = install_dir / "current"
-    return os.readlink(current).split("/")[-1] if current.is_symlink() else None
-
-
 def smoke_test(folder: Path, manifest: dict, install_dir: Path) -> None:
     """Load the bundle with the runtime, run one inference on its sample frame (or a grey
     frame), and check its classes against its parent's when that is installed here."""
@@ -264,10 +259,6 @@ def smoke_test(folder: Path, manifest: dict, install_dir: Path) -> None:
         raise ReminderError(f"it does not run here: {type(error).__name__}: {error}") from None
     if prediction.labels.shape != frame.shape[:2] or int(prediction.labels.max()) >= len(names):
         raise ReminderError("its output is not a label map of the frame's size and classes")
-
-
-def _tuf_error(error: Exception) -> ReminderError:
-    return ReminderError(f"update refused: {type(error).__name__}: {error}")
 
 
 def _prune(install_dir: Path, status: dict, keep: int) -> None:
@@ -335,7 +326,7 @@ def sync(install_dir: str | Path, *, url: str, trusted_root: str | Path | None =
         _record(install_dir, status, "failed", error=str(error), channel=channel)
         raise
     except Exception as error:  # TUF's refusals, and network errors it lets through (urllib3's)
-        failure = _tuf_error(error)
+        failure = ReminderError(f"update refused: {type(error).__name__}: {error}")
         _record(install_dir, status, "refused", error=str(failure), channel=channel)
         raise failure from None
     return _install(install_dir, archive, version, sequence, channel, status, keep, log)

@@ -58,9 +58,6 @@ class ImageSource:
     def close(self) -> None:
         pass
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
 
 class CaptureSource:
     """Anything ``cv2.VideoCapture`` opens: files, cameras, network streams, pipelines."""
@@ -109,11 +106,6 @@ class CaptureSource:
         if self.capture is not None:
             self.capture.release()
             self.capture = None
-
-    def __len__(self) -> int:
-        import cv2
-
-        return int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if self.capture is not None else 0
 
 
 def gstreamer_available() -> bool:

@@ -138,7 +138,7 @@ class _Reloader:
             return None
         return str(target), stat.st_ino, stat.st_mtime_ns, stat.st_size
 
-    def _load(self, signature) -> None:
+    def _load(self) -> None:
         try:
             self.result = (self.make(self.path), None)
         except Exception as error:  # any failure keeps the running model
@@ -161,7 +161,7 @@ class _Reloader:
             return None
         self.signature = signature
         self.log(f"bundle at {self.path} changed; loading it")
-        self.thread = threading.Thread(target=self._load, args=(signature,), name="reminder-reload", daemon=True)
+        self.thread = threading.Thread(target=self._load, name="reminder-reload", daemon=True)
         self.thread.start()
         return None
 
@@ -173,6 +173,7 @@ class _Outputs:
         self.check(out, save)
         self.out, self.save, self.sources, self.view, self.alpha = out, set(save), sources, view, alpha
         self.writers: dict[int, object] = {}
+        self.folders: set[Path] = set()
         self.stats = None
         if out is not None and self.save:
             out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,9 @@ class _Outputs:
 
     def folder(self, source: int, kind: str) -> Path:
         folder = self.out / self.sources[source].label / kind
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self.folders:  # created once, not on every frame
+            folder.mkdir(parents=True, exist_ok=True)
+            self.folders.add(folder)
         return folder
 
     def write(self, frame: Frame, prediction: Prediction, predictor: Predictor, record: dict) -> None:

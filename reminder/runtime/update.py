@@ -19,9 +19,9 @@ This module imports torch: it runs where PyTorch is installed (JetPack ships it)
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -117,10 +117,13 @@ def load_bundle_model(folder: Path, manifest: dict, device: torch.device):
     return model.to(device)
 
 
-def _load_prototypes(folder: Path, manifest: dict, num_old: int) -> dict:
+def _load_prototypes(folder: Path, manifest: dict, num_old: int, *, required: bool) -> dict | None:
+    """The bundle's prototype bank; ``None`` when it has none and CSW-KD does not need it."""
     from reminder.train.prototypes import load_prototypes
 
     if "prototypes.safetensors" not in manifest.get("files", {}):
+        if not required:
+            return None
         raise ReminderError(f"bundle {folder} has no prototypes.safetensors, which CSW-KD needs "
                             f"(or update with csw_kd off)")
     bank = load_prototypes(folder / "prototypes.safetensors")
@@ -239,12 +242,6 @@ class _FrameDataset(torch.utils.data.Dataset):
 
 # -- the update ------------------------------------------------------------------------
 
-def _device(name: str) -> torch.device:
-    from reminder.train.run import resolve_device
-
-    return resolve_device(name)
-
-
 def _peak_memory_mb(device: torch.device) -> dict:
     peak = {}
     try:
@@ -265,7 +262,7 @@ def _out_of_memory(error: BaseException, options: UpdateOptions, crop: int) -> R
 
 
 @torch.no_grad()
-def _evaluate(student, teacher, frames: Sequence[_Frame], num_old: int, num_classes: int, new_ids: Sequence[int],
+def _evaluate(student, teacher, frames: Sequence[_Frame], num_classes: int, new_ids: Sequence[int],
               holdout: Sequence[_Frame], names: list[str], confidence: float, device: torch.device) -> dict:
     """New-class IoU on ``holdout``; old-class agreement with the parent on ``frames``."""
     from reminder.data.transforms import eval_transform
@@ -307,7 +304,9 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     from reminder.progress import progress as progress_bar
     from reminder.train.config import TrainConfig
     from reminder.train.methods import build_method
+    from reminder.train.distributed import DistContext
     from reminder.train.prototypes import compute_prototypes, merge_prototypes, save_prototypes
+    from reminder.train.run import resolve_device
     from reminder.train.checkpoint import save_tensors
     from reminder.train.step import (StepState, compute_thresholds, freeze, make_optimizer, poly_lr, record_terms,
                                      set_train_mode, train_iteration)
@@ -326,7 +325,7 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     folder, manifest = open_bundle(source)
     if out.resolve() == folder.resolve() or out.resolve() == source.resolve():
         raise ReminderError("--out must differ from the parent bundle, which an update never modifies")
-    device = _device(options.device)
+    device = resolve_device(options.device)
     amp = options.amp if options.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     random.seed(options.seed)
     np.random.seed(options.seed)
@@ -359,8 +358,8 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
                          freeze_bn=True, seed=options.seed, device=str(device), workers=options.workers)
     method = build_method("reminder" if options.csw_kd else "plop", config)
     state = StepState(step=int(manifest.get("step", 0)) + 1, num_old=num_old, teacher=teacher)
-    bank = _load_prototypes(folder, manifest, num_old) if options.csw_kd else None
-    if bank is not None:
+    bank = _load_prototypes(folder, manifest, num_old, required=options.csw_kd)
+    if options.csw_kd:
         state.old_prototypes = bank["prototypes"][:num_old].to(device)
 
     dataset = _FrameDataset(train_frames, train_transform(crop, scale=(0.5, 2.0)))
@@ -391,7 +390,7 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
                 for group in optimizer.param_groups:
                     group["lr"] = poly_lr(lr, iteration, options.iterations, config.lr_power)
                 terms = train_iteration(student, method, images_t, labels_t, state, optimizer, scaler,
-                                        config=config, device=device, dist=_NoDist(), iteration=iteration,
+                                        config=config, device=device, dist=DistContext(), iteration=iteration,
                                         clip_norm=options.clip_norm)
                 record_terms(sums, terms, bar)
                 iteration += 1
@@ -409,7 +408,7 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
             raise _out_of_memory(error, options, crop) from None
         raise
     memory = _peak_memory_mb(device)
-    quality = _evaluate(student, teacher, frames, num_old, len(table), new_ids, holdout, names,
+    quality = _evaluate(student, teacher, frames, len(table), new_ids, holdout, names,
                         options.agreement_confidence, device)
     report = {**quality, "iterations": iteration, "stopped_by": stopped_by, "train_seconds": round(train_seconds, 1),
               "seconds": round(time.perf_counter() - started, 1), "peak_memory": memory,
@@ -419,13 +418,11 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
               "method": "reminder" if options.csw_kd else "plop (no CSW-KD)"}
 
     student = student.cpu().eval()
-    new_bank = merge_prototypes(bank or _load_prototypes_or_none(folder, manifest), new_ids, prototypes, counts,
+    new_bank = merge_prototypes(bank, new_ids, prototypes, counts,
                                 len(table))
     parent_manifest = manifest
     manifest = _child_manifest(parent_manifest, folder, table, classes, report, options)
     formats = options.formats or [f for f in parent_manifest["artifacts"]] + list(parent_manifest.get("skipped", {}))
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="reminder-update-") as tmp:
         tmp = Path(tmp)
         save_tensors(tmp / "checkpoint.safetensors", student.state_dict())
@@ -437,21 +434,6 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
                                                           "prototypes.safetensors": tmp / "prototypes.safetensors"},
                             log=log)
     return UpdateResult(path, report)
-
-
-def _load_prototypes_or_none(folder: Path, manifest: dict):
-    from reminder.train.prototypes import load_prototypes
-
-    if "prototypes.safetensors" in manifest.get("files", {}):
-        return load_prototypes(folder / "prototypes.safetensors")
-    return None
-
-
-class _NoDist:
-    enabled = False
-    is_main = True
-    world_size = 1
-    reduce = None
 
 
 def _child_manifest(parent: dict, folder: Path, table, classes, report: dict, options: UpdateOptions) -> dict:
@@ -490,7 +472,3 @@ def format_report(report: dict) -> str:
     lines.append(f"{report['iterations']} iterations ({report['stopped_by']}) in {report['train_seconds']} s; "
                  f"peak memory " + ", ".join(f"{k} {v}" for k, v in memory.items()))
     return "\n".join(lines)
-
-
-def report_json(report: dict) -> str:
-    return json.dumps(report, indent=2)
