@@ -69,20 +69,24 @@ def _config(data: Path, out: Path, method: str, plan: DemoSize, **extra):
 
 
 def _train(data: Path, out: Path, methods: Sequence[str], plan: DemoSize, echo) -> dict[str, Path]:
+    from reminder.export.exporter import each_step_exporter
     from reminder.train.run import train_scenario
+
+    def log(message: str) -> None:
+        echo(f"  {message}")
 
     runs: dict[str, Path] = {}
     first = methods[0]
     for method in methods:
         run = out / f"{method}-15-1"
-        extra = {}
+        extra, on_step = {}, None
         if method != first:  # every run starts from the first run's step-0 model
             extra["from_step0"] = str(runs[first] / "step0")
         if method == "reminder":
             extra["export_each_step"] = "onnx"
+            on_step = each_step_exporter("onnx", log=log)
         echo(f"\n== training {method} on SynthVOC 15-1 ({run})")
-        train_scenario(_config(data, run, method, plan, **extra), progress=True,
-                       log=lambda message: echo(f"  {message}"))
+        train_scenario(_config(data, run, method, plan, **extra), progress=True, log=log, on_step=on_step)
         runs[method] = run
     return runs
 
@@ -137,7 +141,7 @@ def _fleet(out: Path, bundles: list[Path], echo) -> dict:
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from reminder.runtime import fleet
+    from reminder import fleet
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args):
@@ -164,9 +168,9 @@ def _fleet(out: Path, bundles: list[Path], echo) -> dict:
 def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finetune", "reminder"),
              echo: Callable[[str], None] = print) -> Path:
     """Run the demo into ``out``; return the report's path."""
-    from reminder.export.bundle import read_manifest
+    from reminder.bundle import read_manifest
     from reminder.runtime.stream import run_stream
-    from reminder.runtime.update import UpdateOptions, format_report, update_bundle
+    from reminder.update import UpdateOptions, format_report, update_bundle
     from reminder.train.report import write_report
     from reminder.train.run import read_results
 

@@ -14,7 +14,7 @@ from reminder.data.classes import voc_palette
 from reminder.data.samples import read_image
 from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reminder.errors import ReminderError
-from reminder.export.bundle import BUNDLE_FORMAT, file_entry, manifest_sha256, read_manifest, write_manifest
+from reminder.bundle import BUNDLE_FORMAT, file_entry, manifest_sha256, read_manifest, write_manifest
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder
@@ -42,6 +42,19 @@ def _scenario_images(run: Path, config, step: int, limit: int):
     ids = data.test_ids(step)[:limit]
     by_id = {s.id: s for s in data.test_samples}
     return [read_image(by_id[i].image) for i in ids]
+
+
+def each_step_exporter(formats: str, *, log: Callable[[str], None] = print) -> Callable[[Path, int], Path]:
+    """The ``on_step`` hook of :func:`reminder.train.run.train_scenario` that exports each
+    step into ``RUN/bundles/step<t>`` (kept if already there), its parent the step before."""
+
+    def export_step(run: Path, step: int) -> Path:
+        target = Path(run) / "bundles" / f"step{step}"
+        if (target / "manifest.json").is_file():
+            return target
+        return export_bundle(run, out=target, formats=formats, step=step, log=log)
+
+    return export_step
 
 
 def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] = "onnx", step: int | None = None,
@@ -156,7 +169,8 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
 def _export_formats(module, formats, staging, manifest, metadata, device, fp16_onnx, trt_profile, log) -> None:
     from reminder.export.aoti import export_aoti
     from reminder.export.onnx import export_onnx
-    from reminder.export.tensorrt import build_engine, gpu_compute_capability, import_tensorrt
+    from reminder.export.tensorrt import build_engine
+    from reminder.runtime.engines import gpu_compute_capability, import_tensorrt
     from reminder.export.torchscript import export_torchscript
 
     example = example_input()

@@ -1,4 +1,4 @@
-"""TensorRT engines from the bundle's ONNX, and the ONNX Runtime TensorRT EP route.
+"""TensorRT engines built from the bundle's ONNX.
 
 Written against TensorRT's documented Python API (10.x on JetPack, 11.x on servers);
 ``tensorrt`` is imported only inside these functions. TensorRT cannot be installed in the
@@ -9,55 +9,19 @@ Precision: TensorRT 10 builds FP16 from the FP32 ONNX with ``BuilderFlag.FP16``;
 11 removed the precision flags (networks are always strongly typed), so FP16 there means
 building from an FP16 ONNX (``export_onnx(..., fp16=True)``).
 
-An engine file starts with a small header (magic, length, JSON with the TensorRT version,
-GPU compute capability and precision) so a loader can refuse an engine of another GPU or
-TensorRT version before deserialising it; :func:`read_engine` splits the two.
+An engine file starts with a small header (TensorRT version, GPU compute capability,
+precision) so a device can refuse an engine of another GPU or TensorRT version before
+deserialising it; the torch-free runtime reads it (:mod:`reminder.runtime.engines`).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import struct
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_bytes
-
-MAGIC = b"RMDRTRT1"
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise ReminderError("TensorRT is not installed: install it from NVIDIA (pip install tensorrt, "
-                            "or JetPack on Jetson); the other formats were exported") from None
-    return tensorrt
-
-
-def tensorrt_major(trt) -> int:
-    return int(trt.__version__.split(".")[0])
-
-
-def gpu_compute_capability(device: int = 0) -> str:
-    """``"sm87"`` style, from torch when present, else from nvidia-smi."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device)
-            return f"sm{major}{minor}"
-    except ImportError:
-        pass
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and out.stdout.strip():
-            return "sm" + out.stdout.splitlines()[device].strip().replace(".", "")
-    raise ReminderError("no CUDA GPU found: a TensorRT engine is built on the GPU it will run on")
+from reminder.runtime.engines import gpu_compute_capability, import_tensorrt, tensorrt_major, with_header
 
 
 @dataclass(frozen=True)
@@ -108,7 +72,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Eng
         raise ReminderError(f"TensorRT failed to build an engine from {onnx_path}")
     header = {"tensorrt": trt.__version__, "compute_capability": gpu_compute_capability(),
               "precision": "fp16" if fp16 else "fp32", "profile": profile.__dict__}
-    atomic_write_bytes(engine_path, _with_header(header, bytes(serialized)))
+    atomic_write_bytes(engine_path, with_header(header, bytes(serialized)))
     if cache is not None:
         atomic_write_bytes(timing_cache, bytes(cache.serialize()))
     return header
@@ -119,38 +83,3 @@ def _is_fp16_onnx(onnx_path: str | Path) -> bool:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     return any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-
-
-def _with_header(header: dict, engine: bytes) -> bytes:
-    text = json.dumps(header).encode()
-    return MAGIC + struct.pack("<I", len(text)) + text + engine
-
-
-def read_engine(path: str | Path) -> tuple[dict, bytes]:
-    """``(header, serialised engine)`` of a file written by :func:`build_engine`."""
-    data = Path(path).read_bytes()
-    if not data.startswith(MAGIC):
-        raise ReminderError(f"{path} is not a reminder TensorRT engine (no header)")
-    (length,) = struct.unpack("<I", data[len(MAGIC):len(MAGIC) + 4])
-    start = len(MAGIC) + 4
-    return json.loads(data[start:start + length]), data[start + length:]
-
-
-def check_engine_compatible(header: dict, path: str | Path) -> None:
-    """Refuse an engine built for another GPU or TensorRT version (one line, both named)."""
-    trt = import_tensorrt()
-    here = {"tensorrt": trt.__version__, "compute_capability": gpu_compute_capability()}
-    for key, value in here.items():
-        if header.get(key) != value:
-            raise ReminderError(f"engine {path} was built for {key} {header.get(key)}, this device has {value}; "
-                                f"rebuild it here or use the ONNX artifact")
-
-
-def ort_tensorrt_provider(cache_dir: str | Path, *, fp16: bool = False) -> tuple[str, dict]:
-    """ONNX Runtime's TensorRT execution provider with its engine cache in ``cache_dir``
-    (keyed by ORT on the model, the TensorRT version and the GPU)."""
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return ("TensorrtExecutionProvider", {
-        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
-        "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir), "trt_fp16_enable": fp16,
-    })

@@ -42,7 +42,7 @@ class OrtBackend:
         ort = _require("onnxruntime", "onnxruntime (or onnxruntime-gpu)")
         available = ort.get_available_providers()
         if providers is None:
-            from reminder.export.tensorrt import ort_tensorrt_provider
+            from reminder.runtime.engines import ort_tensorrt_provider
 
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
             if "TensorrtExecutionProvider" in available:
@@ -95,12 +95,12 @@ class AotiBackend(_TorchBackend):
 
 
 class TensorRTBackend:
-    """A TensorRT engine written by :func:`reminder.export.tensorrt.build_engine`."""
+    """A TensorRT engine written by :func:`reminder.export.tensorrt.build_engine` (header: :mod:`reminder.runtime.engines`)."""
 
     name = "trt"
 
     def __init__(self, path: str | Path):
-        from reminder.export.tensorrt import check_engine_compatible, import_tensorrt, read_engine
+        from reminder.runtime.engines import check_engine_compatible, import_tensorrt, read_engine
 
         trt = import_tensorrt()
         self.torch = _require("torch", "torch (for GPU buffers)")

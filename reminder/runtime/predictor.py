@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from reminder.errors import ReminderError
-from reminder.export.bundle import open_bundle
+from reminder.bundle import open_bundle
 from reminder.runtime.backends import select_backend
 from reminder.runtime.overlay import render
 

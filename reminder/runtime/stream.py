@@ -13,7 +13,6 @@ keeps running.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -26,11 +25,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from reminder.errors import ReminderError
-from reminder.runtime.fleet import write_health
-from reminder.runtime.predictor import Prediction, Predictor, check_frame, resolve_bundle
-from reminder.runtime.sources import EndOfSource, ImageSource, open_source
+from reminder.runtime.health import write_health
+from reminder.runtime.outputs import Outputs
+from reminder.runtime.predictor import Predictor, check_frame
+from reminder.runtime.reload import Reloader
+from reminder.runtime.sources import EndOfSource, open_source
 
-SAVE_KINDS = ("video", "labels", "stats")
 _END = object()
 
 
@@ -120,123 +120,6 @@ class _Mailbox:
             return batch
 
 
-class _Reloader:
-    """Watches the bundle path; loads a changed bundle in the background."""
-
-    def __init__(self, path: Path, make: Callable[[Path], Predictor], interval: float, log):
-        self.path, self.make, self.interval, self.log = path, make, interval, log
-        self.signature = self._signature()
-        self.checked = time.monotonic()
-        self.thread: threading.Thread | None = None
-        self.result: tuple[Predictor | None, str | None] | None = None
-
-    def _signature(self):
-        try:
-            target = resolve_bundle(self.path).resolve()
-            stat = (target / "manifest.json").stat() if target.is_dir() else target.stat()
-        except (OSError, ReminderError):
-            return None
-        return str(target), stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-    def _load(self) -> None:
-        try:
-            self.result = (self.make(self.path), None)
-        except Exception as error:  # any failure keeps the running model
-            self.result = (None, f"{type(error).__name__}: {error}" if not isinstance(error, ReminderError)
-                           else str(error))
-
-    def poll(self) -> tuple[Predictor | None, str | None] | None:
-        """``(new predictor, None)`` or ``(None, error)`` once a reload finished, else None."""
-        if self.thread is not None:
-            if self.thread.is_alive():
-                return None
-            self.thread, result, self.result = None, self.result, None
-            return result
-        now = time.monotonic()
-        if now - self.checked < self.interval:
-            return None
-        self.checked = now
-        signature = self._signature()
-        if signature is None or signature == self.signature:
-            return None
-        self.signature = signature
-        self.log(f"bundle at {self.path} changed; loading it")
-        self.thread = threading.Thread(target=self._load, name="reminder-reload", daemon=True)
-        self.thread.start()
-        return None
-
-
-class _Outputs:
-    """Overlay video (or images, for image sources), label PNGs and JSON lines of stats."""
-
-    def __init__(self, out: Path | None, save: Sequence[str], sources, *, view: str, alpha: float):
-        self.check(out, save)
-        self.out, self.save, self.sources, self.view, self.alpha = out, set(save), sources, view, alpha
-        self.writers: dict[int, object] = {}
-        self.folders: set[Path] = set()
-        self.stats = None
-        if out is not None and self.save:
-            out.mkdir(parents=True, exist_ok=True)
-            if "stats" in self.save:
-                self.stats = open(out / "stats.jsonl", "a", buffering=1)
-
-    @staticmethod
-    def check(out: Path | None, save: Sequence[str]) -> None:
-        unknown = set(save) - set(SAVE_KINDS)
-        if unknown:
-            raise ReminderError(f"unknown --save {', '.join(sorted(unknown))}; choose from {', '.join(SAVE_KINDS)}")
-        if save and out is None:
-            raise ReminderError("--save needs --out (the folder to write to)")
-
-    def folder(self, source: int, kind: str) -> Path:
-        folder = self.out / self.sources[source].label / kind
-        if folder not in self.folders:  # created once, not on every frame
-            folder.mkdir(parents=True, exist_ok=True)
-            self.folders.add(folder)
-        return folder
-
-    def write(self, frame: Frame, prediction: Prediction, predictor: Predictor, record: dict) -> None:
-        import cv2
-
-        if "video" in self.save:
-            image = predictor.render(frame.image, prediction, view=self.view, alpha=self.alpha)
-            if isinstance(self.sources[frame.source], ImageSource):
-                cv2.imwrite(str(self.folder(frame.source, "overlay") / f"{frame.name}.jpg"), image)
-            else:
-                self._video(frame.source, image).write(self._fit(frame.source, image))
-        if "labels" in self.save:
-            cv2.imwrite(str(self.folder(frame.source, "labels") / f"{frame.name}.png"), prediction.labels)
-        if self.stats is not None:
-            self.stats.write(json.dumps(record) + "\n")
-
-    def _video(self, source: int, image: np.ndarray):
-        import cv2
-
-        if source not in self.writers:
-            path = self.out / self.sources[source].label / "overlay.mp4"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fps = self.sources[source].fps or 30.0
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (image.shape[1], image.shape[0]))
-            if not writer.isOpened():
-                raise ReminderError(f"cannot write video {path} (OpenCV has no mp4v encoder here)")
-            self.writers[source] = (writer, image.shape[:2])
-        return self.writers[source][0]
-
-    def _fit(self, source: int, image: np.ndarray) -> np.ndarray:
-        import cv2
-
-        height, width = self.writers[source][1]
-        return image if image.shape[:2] == (height, width) else cv2.resize(image, (width, height))
-
-    def close(self) -> None:
-        for writer, _ in self.writers.values():
-            writer.release()
-        self.writers.clear()
-        if self.stats is not None:
-            self.stats.close()
-            self.stats = None
-
-
 class Stream:
     """Runs a bundle on one or more sources. ``run()`` blocks until the files end, the
     sources drop out for good, ``max_frames`` are done, or ``stop()`` is called (from a
@@ -256,7 +139,7 @@ class Stream:
             raise ReminderError("no --source given")
         if batch is not None and batch < 1:
             raise ReminderError(f"batch must be at least 1, got {batch}")
-        _Outputs.check(out, save)
+        Outputs.check(out, save)
         self.bundle, self.log = Path(bundle), log
         self.predictor_options = predictor_options
         self.predictor = self._make(self.bundle)
@@ -272,12 +155,12 @@ class Stream:
         for i, source in enumerate(self.sources):
             if labels.count(source.label) > 1:
                 source.label = f"{source.label}_{i}"
-        self.outputs = _Outputs(Path(out) if out is not None else None, save, self.sources, view=view, alpha=alpha)
+        self.outputs = Outputs(Path(out) if out is not None else None, save, self.sources, view=view, alpha=alpha)
         self.batch = batch or len(self.sources)
         self.batch_timeout, self.queue_depth = batch_timeout, queue_depth
         self.retries, self.backoff = retries, backoff
         self.max_frames = max_frames
-        self.reloader = _Reloader(self.bundle, self._make, reload_interval, log) if watch else None
+        self.reloader = Reloader(self.bundle, self._make, reload_interval, log) if watch else None
         self.on_result, self.on_status = on_result, on_status
         self.stopping = threading.Event()
         self.lock = threading.Lock()

@@ -83,10 +83,11 @@ def make_loader(dataset, *, batch_size: int, train: bool, seed: int, config: Tra
 class ScenarioRunner:
     """Trains, checkpoints and evaluates the steps of one configuration."""
 
-    def __init__(self, config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print):
+    def __init__(self, config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print,
+                 on_step: Callable[[Path, int], object] | None = None):
         self.config = config
         self.out = Path(config.out)
-        self.progress = progress
+        self.progress, self.on_step = progress, on_step
         self.device = resolve_device(config.device)
         self.dist = init_distributed(self.device)
         self.log = log if self.dist.is_main else (lambda message: None)
@@ -225,15 +226,6 @@ class ScenarioRunner:
                 save_tensors(step_dir / "fisher.safetensors", fisher)
         self.dist.barrier()
 
-    def export_step(self, step: int) -> Path | None:
-        """Bundle of ``step`` in ``RUN/bundles/step<t>`` (kept if already there)."""
-        from reminder.export.exporter import export_bundle
-
-        target = self.out / "bundles" / f"step{step}"
-        if (target / "manifest.json").is_file():
-            return target
-        return export_bundle(self.out, out=target, formats=self.config.export_each_step, step=step, log=self.log)
-
     def _import_step0(self, source: Path) -> None:
         """Reuse a trained step-0 model (``--from-step0``), as the paper does across settings."""
         step_dir = source if source.is_dir() else source.parent
@@ -258,8 +250,8 @@ class ScenarioRunner:
                 self.log(f"step {step}: " + _summary(metrics) + f" ({metrics['seconds']} s)")
                 if self.dist.is_main:
                     write_results(self.out)
-            if self.config.export_each_step and self.dist.is_main:
-                self.export_step(step)
+            if self.on_step is not None and self.dist.is_main:
+                self.on_step(self.out, step)
         if self.dist.is_main:
             write_results(self.out)
         return read_results(self.out)
@@ -309,9 +301,18 @@ def read_results(run: Path) -> dict:
     return results
 
 
-def train_scenario(config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Train every step of ``config`` (skipping complete ones) and return ``results.json``."""
-    return ScenarioRunner(config, progress=progress, log=log).run()
+def train_scenario(config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print,
+                   on_step: Callable[[Path, int], object] | None = None) -> dict:
+    """Train every step of ``config`` (skipping complete ones) and return ``results.json``.
+
+    ``on_step(run_folder, step)`` is called on the main process after each step, complete
+    or skipped: the exporter's :func:`reminder.export.exporter.each_step_exporter` for
+    ``config.export_each_step`` (training never imports the exporter itself).
+    """
+    if config.export_each_step and on_step is None:
+        raise ReminderError(f"export_each_step={config.export_each_step!r} needs on_step: pass "
+                            f"on_step=reminder.export.exporter.each_step_exporter(config.export_each_step)")
+    return ScenarioRunner(config, progress=progress, log=log, on_step=on_step).run()
 
 
 def evaluate_run(run: str | Path, *, step: int | None = None, progress: bool = True,

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from conftest import SILENT, quick_config
 from reminder.cli import main
 from reminder.errors import ReminderError
-from reminder.export.bundle import manifest_sha256, open_bundle, pack_bundle, read_manifest, unpack_bundle, verify_bundle
-from reminder.export.exporter import export_bundle
+from reminder.bundle import manifest_sha256, open_bundle, pack_bundle, read_manifest, unpack_bundle, verify_bundle
+from reminder.export.exporter import each_step_exporter, export_bundle
 from reminder.export.formats import FORMATS, parse_formats
 from reminder.export.graph import ExportModule
 from reminder.runtime.backends import open_artifact
@@ -60,7 +60,7 @@ def test_logits_output_and_metadata(reminder_run, tmp_path):
 
 def test_export_each_step_during_training_with_lineage(synthvoc_root, tmp_path):
     config = quick_config(synthvoc_root, tmp_path, setting="15-1", export_each_step="onnx")
-    train_scenario(config, **SILENT)
+    train_scenario(config, on_step=each_step_exporter("onnx", log=lambda message: None), **SILENT)
     previous = None
     for step in range(6):
         bundle = tmp_path / "bundles" / f"step{step}"
@@ -166,7 +166,7 @@ def test_onnx_bundle_verifies_and_runs_with_torch_blocked(reminder_run, tmp_path
     script = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
-        "from reminder.export.bundle import verify_bundle\n"
+        "from reminder.bundle import verify_bundle\n"
         "from reminder.runtime.backends import open_artifact\n"
         f"manifest = verify_bundle({str(bundle)!r})\n"
         f"out = open_artifact({str(bundle)!r}, manifest, 'onnx')(np.zeros((1, 3, 40, 40), np.float32))\n"

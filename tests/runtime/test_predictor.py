@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from reminder.errors import ReminderError
-from reminder.export.bundle import file_entry, open_bundle, write_manifest
-from reminder.export.tensorrt import _with_header
+from reminder.bundle import file_entry, open_bundle, write_manifest
+from reminder.runtime.engines import with_header
 from reminder.runtime.backends import open_artifact
 from reminder.runtime.overlay import colorize, overlay, render
 from reminder.runtime.predictor import Predictor
@@ -133,7 +133,7 @@ def test_foreign_engine_falls_back_to_onnx_runtime(bundles, tmp_path):
     ``auto`` says why and runs ONNX; ``trt`` named explicitly is an error."""
     copy = shutil.copytree(bundles[0], tmp_path / "b")
     engine = copy / "model.sm87.engine"
-    engine.write_bytes(_with_header({"tensorrt": "10.3.0", "compute_capability": "sm87"}, b"\0" * 64))
+    engine.write_bytes(with_header({"tensorrt": "10.3.0", "compute_capability": "sm87"}, b"\0" * 64))
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["artifacts"]["tensorrt"] = {"path": engine.name, **file_entry(engine), "tensorrt": "10.3.0",
                                          "compute_capability": "sm87", "precision": "fp16"}
@@ -166,7 +166,7 @@ def test_unknown_options_are_refused(bundles):
 
 
 def test_bundle_archive_runs_like_its_folder(bundles, frames, tmp_path):
-    from reminder.export.bundle import pack_bundle
+    from reminder.bundle import pack_bundle
 
     archive = pack_bundle(bundles[0], tmp_path / "b.tar")
     from_tar = Predictor(archive)

@@ -10,9 +10,9 @@ from conftest import SHEEP
 from reminder.cli import main
 from reminder.data.classes import flat_palette, voc_palette
 from reminder.errors import ReminderError
-from reminder.export.bundle import manifest_sha256, read_manifest, verify_bundle, write_manifest
+from reminder.bundle import manifest_sha256, read_manifest, verify_bundle, write_manifest
 from reminder.runtime.predictor import Predictor
-from reminder.runtime.update import UpdateOptions, parse_class, update_bundle
+from reminder.update import UpdateOptions, parse_class, update_bundle
 
 QUIET = {"progress": False, "log": lambda message: None}
 # bounded as on a device: frozen backbone, few iterations, the bundle's 64 px crops
@@ -183,7 +183,7 @@ def test_interrupted_update_leaves_no_bundle(bundles, sheep_frames, tmp_path):
 def test_rgb_masks_and_old_class_labels(bundles, sheep_frames, tmp_path):
     """RGB masks are read by colour: sheep in its colour, a labelled old class (person) in
     the bundle's colour for it, VOC's void colour ignored, unknown colours background."""
-    from reminder.runtime.update import _class_colors, read_frames
+    from reminder.update.frames import class_colors as _class_colors, read_frames
 
     manifest = read_manifest(bundles[0])
     table = _class_colors(manifest, [parse_class("sheep")])

@@ -15,8 +15,9 @@ import pytest
 
 from conftest import write_video
 from reminder.errors import ReminderError
-from reminder.export.bundle import file_entry, read_manifest, write_manifest
-from reminder.runtime import fleet
+from reminder.bundle import file_entry, read_manifest, write_manifest
+from reminder import fleet
+from reminder.runtime.health import write_health
 from reminder.runtime.stream import Stream
 
 QUIET = {"log": lambda message: None}
@@ -211,7 +212,7 @@ def test_killed_during_unpack_or_before_the_switch(installed, bundles, tmp_path,
     httpd, repo, url, device, old = installed
     fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
     script = ("import os, sys\n"
-              "from reminder.runtime import fleet\n"
+              "from reminder import fleet\n"
               "def log(message):\n"
               f"    if message.startswith({moment!r}):\n"
               "        os._exit(137)\n"
@@ -231,7 +232,7 @@ def test_disk_full_during_download(installed, bundles, tmp_path):
               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
               "resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))\n"
               "from reminder.errors import ReminderError\n"
-              "from reminder.runtime import fleet\n"
+              "from reminder import fleet\n"
               "try:\n"
               f"    fleet.sync({str(device)!r}, url={url!r}, log=lambda m: None)\n"
               "except ReminderError as error:\n"
@@ -260,7 +261,7 @@ def test_runtime_reports_unhealthy_and_the_device_rolls_back(installed, bundles,
     httpd, repo, url, device, old = installed
     fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
     _device(device, url, repo)
-    fleet.write_health(device, "B", False, "CUDA error: no kernel image for this GPU")
+    write_health(device, "B", False, "CUDA error: no kernel image for this GPU")
     status = _device(device, url, repo)
     assert status["installed"] == old and "B" in status["refused"]
     assert _current(device) == f"versions/{old}"

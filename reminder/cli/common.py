@@ -1,0 +1,75 @@
+"""Option parsing shared by the command groups: the only place that reads user input."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from reminder.errors import ReminderError
+
+
+class ReminderGroup(click.Group):
+    """Turns a :class:`ReminderError` anywhere below into a one-line error and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ReminderError as error:
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(2)
+
+
+def parse_order(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ReminderError(f"class order {value!r} must be comma-separated class ids") from None
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict:
+    """``--set key=value`` pairs; values parsed as JSON when they can be (numbers, null, lists)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ReminderError(f"--set {pair!r} must be key=value")
+        try:
+            overrides[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.replace("-", "_")] = value
+    return overrides
+
+
+def parse_eval_size(value: str | None) -> int | None | str:
+    if value is None:
+        return None
+    if value == "full":
+        return "full"
+    try:
+        return int(value)
+    except ValueError:
+        raise ReminderError(f"--eval-size must be a number of pixels or 'full', got {value!r}") from None
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """``512`` -> (512, 512); ``480x640`` -> (480, 640) as HEIGHTxWIDTH."""
+    try:
+        parts = [int(v) for v in value.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise ReminderError(f"size {value!r} must be N or HEIGHTxWIDTH in pixels, e.g. 512 or 480x640")
+    return (parts[0], parts[-1])
+
+
+def parse_list(value: str, what: str, convert=str) -> list:
+    try:
+        items = [convert(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ReminderError(f"{what} {value!r} must be a comma-separated list") from None
+    if not items:
+        raise ReminderError(f"{what} is empty")
+    return items

@@ -1,0 +1,121 @@
+"""``reminder run`` and ``reminder bench``: the runtime on streams and benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from reminder.cli.common import parse_list, parse_size
+
+
+class _StatusLine:
+    """One live status line on a terminal (rewritten in place); log lines print above it.
+    Off a terminal the status is printed as a plain line every few seconds."""
+
+    def __init__(self, enabled: bool):
+        import sys
+        import time
+
+        self.enabled, self.tty, self.clock = enabled, sys.stderr.isatty(), time.monotonic
+        self.width, self.last = 0, 0.0
+
+    def status(self, status: dict) -> None:
+        if not self.enabled:
+            return
+        text = (f"{status['frames']} frames | {status['fps']:.1f} FPS | latency {status['latency_ms']:.1f} ms | "
+                f"dropped {status['dropped']} | skipped {status['skipped']} | {status['version']}")
+        if self.tty:
+            click.echo("\r" + text.ljust(self.width), nl=False, err=True)
+            self.width = len(text)
+        elif self.clock() - self.last >= 5:
+            self.last = self.clock()
+            click.echo(text, err=True)
+
+    def log(self, message: str) -> None:
+        self.clear()
+        click.echo(message, err=True)
+
+    def clear(self) -> None:
+        if self.tty and self.width:
+            click.echo("\r" + " " * self.width + "\r", nl=False, err=True)
+            self.width = 0
+
+
+
+
+@click.command("run")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--source", "sources", multiple=True, required=True,
+              help="Camera index or /dev/videoN, video file, rtsp:// or http:// URL, GStreamer pipeline, image "
+                   "folder or glob. Repeat for several sources (batched together).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for outputs (default: none, a headless run).")
+@click.option("--save", default=None,
+              help="Comma-separated: video (overlay video, or overlay images for image sources), labels "
+                   "(label PNGs), stats (stats.jsonl). Default with --out: video,stats.")
+@click.option("--view", type=click.Choice(["overlay", "mask", "both"]), default="overlay", show_default=True)
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity, 0..1.")
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torchscript", "aoti"]), default="auto",
+              show_default=True)
+@click.option("--size", default=None, help="Network input N or HEIGHTxWIDTH (default: the bundle's).")
+@click.option("--resize", type=click.Choice(["letterbox", "fit", "stretch", "none"]), default="letterbox",
+              show_default=True)
+@click.option("--batch", type=int, default=None, help="Frames per inference (default: number of sources).")
+@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
+@click.option("--live", is_flag=True, help="Treat file sources as live (newest frame wins, reconnect).")
+@click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
+@click.option("--retries", type=int, default=5, show_default=True,
+              help="Reconnection attempts for a live source that drops out (with backoff).")
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="Switch to the bundle when it is replaced (an install's `current`).")
+@click.option("--quiet", is_flag=True, help="No status line.")
+def run_command(bundle, sources, out, save, view, alpha, backend, size, resize, batch, threads, live, max_frames,
+                retries, watch, quiet) -> None:
+    """Segment camera streams, videos or images with a bundle (or an install folder)."""
+    from reminder.runtime.stream import Stream
+
+    saves = parse_list(save, "--save") if save else (["video", "stats"] if out else [])
+    line = _StatusLine(not quiet)
+    stream = Stream(bundle, sources, out=out, save=saves, view=view, alpha=alpha, batch=batch,
+                    live=True if live else None, watch=watch, max_frames=max_frames, retries=retries,
+                    on_status=line.status, log=line.log, backend=backend,
+                    size=parse_size(size) if size else None, resize=resize, threads=threads)
+    line.log(f"{stream.predictor.version}: {len(stream.predictor.classes)} classes on {stream.predictor.backend_name}; "
+             f"sources: {', '.join(s.description for s in stream.sources)}")
+    summary = stream.run()
+    line.clear()
+    dropped = sum(summary.dropped.values())
+    skipped = sum(summary.skipped.values())
+    click.echo(f"{summary.total} frames from {len(summary.frames)} source(s) in {summary.seconds:.1f} s "
+               f"({summary.fps:.1f} FPS); dropped {dropped}, skipped {skipped}; "
+               f"version {' -> '.join(summary.versions)}" + (" (interrupted)" if summary.interrupted else ""))
+    if out and saves:
+        click.echo(f"outputs in {out}")
+
+
+@click.command("bench")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--backend", "backends", default="auto", show_default=True,
+              help="Comma-separated: auto, ort, trt, torchscript, aoti, or all (every artifact).")
+@click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--size", "sizes", default=None, help="Comma-separated N or HEIGHTxWIDTH (default: the bundle's).")
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the JSON here.")
+def bench_command(bundle, backends, batches, sizes, warmup, iterations, threads, out) -> None:
+    """Latency p50/p95/p99 and throughput per backend, batch size and input size (JSON)."""
+    from reminder.io import atomic_write_text
+    from reminder.runtime.bench import benchmark
+
+    report = benchmark(bundle, backends=parse_list(backends, "--backend"),
+                       batches=parse_list(batches, "--batch", int),
+                       sizes=[parse_size(v) for v in parse_list(sizes, "--size")] if sizes else None,
+                       warmup=warmup, iterations=iterations, threads=threads,
+                       log=lambda message: click.echo(message, err=True))
+    text = json.dumps(report, indent=2)
+    if out:
+        atomic_write_text(out, text + "\n")
+    click.echo(text)

@@ -1,0 +1,190 @@
+"""The publisher's side of the fleet: a TUF repository of bundles.
+
+Built on python-tuf (The Update Framework): the publisher signs root, targets, snapshot and
+timestamp metadata with separate ed25519 keys; devices (:mod:`reminder.fleet.device`)
+trust one root.json and let ``tuf.ngclient`` check signatures, versions (rollback
+protection), expiry, and the length and hashes of every download. Nothing here invents a
+signing scheme.
+
+Repository (static files; any HTTP server, CDN or object store serves ``metadata/`` and
+``targets/``)::
+
+    REPO/keys/<role>.pem            private keys (move root.pem offline after init)
+    REPO/metadata/<v>.root.json     root history; timestamp.json; <v>.snapshot.json; <v>.targets.json
+    REPO/targets/channels/<channel>/<sha256>.<name>-<version>.tar     bundles (consistent snapshots)
+    REPO/targets/channels/<channel>/<sha256>.latest.json               the channel's newest bundle
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+from reminder.bundle import open_bundle, pack_bundle
+from reminder.errors import ReminderError
+from reminder.io import atomic_write
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
+
+
+def _tuf():
+    try:
+        from tuf.api import metadata
+        from tuf.api.serialization.json import JSONSerializer
+    except ImportError:
+        raise ReminderError("fleet updates need python-tuf: pip install 'tuf>=5' cryptography") from None
+    return metadata, JSONSerializer
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _expiry(role: str, expires: dict | None) -> datetime:
+    days = (expires or {}).get(role, EXPIRY_DAYS[role])
+    return utc_now() + timedelta(days=days)
+
+
+def _write_metadata(path: Path, metadata) -> None:
+    _, serializer = _tuf()
+    atomic_write(path, lambda tmp: metadata.to_file(str(tmp), serializer(compact=False)))
+
+
+def _load_signer(repo: Path, role: str):
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+
+    path = repo / "keys" / f"{role}.pem"
+    if not path.is_file():
+        raise ReminderError(f"the {role} key {path} is not here" +
+                            (" (kept offline: bring it back to change the root)" if role == "root" else ""))
+    return CryptoSigner(load_pem_private_key(path.read_bytes(), password=None))
+
+
+def init_repository(repo: str | Path, *, expires: dict | None = None) -> Path:
+    """Keys for the four roles and version 1 of every metadata file; returns the
+    ``root.json`` that devices must be given as their trusted root."""
+    from securesystemslib.signer import CryptoSigner
+
+    metadata, _ = _tuf()
+    repo = Path(repo)
+    if (repo / "metadata" / "root.json").exists():
+        raise ReminderError(f"{repo} already holds a repository (metadata/root.json exists)")
+    (repo / "keys").mkdir(parents=True, exist_ok=True)
+    (repo / "metadata").mkdir(exist_ok=True)
+    (repo / "targets").mkdir(exist_ok=True)
+    signers = {role: CryptoSigner.generate_ed25519() for role in ROLES}
+    for role, signer in signers.items():
+        path = repo / "keys" / f"{role}.pem"
+        atomic_write(path, lambda tmp, s=signer: tmp.write_bytes(s.private_bytes))
+        path.chmod(0o600)
+    root = metadata.Root(expires=_expiry("root", expires), consistent_snapshot=True)
+    for role, signer in signers.items():
+        root.add_key(signer.public_key, role)
+    roles = {"root": metadata.Metadata(root),
+             "targets": metadata.Metadata(metadata.Targets(expires=_expiry("targets", expires))),
+             "snapshot": metadata.Metadata(metadata.Snapshot(expires=_expiry("snapshot", expires))),
+             "timestamp": metadata.Metadata(metadata.Timestamp(expires=_expiry("timestamp", expires)))}
+    for role, md in roles.items():
+        md.sign(signers[role])
+    _write_metadata(repo / "metadata" / "1.root.json", roles["root"])
+    _write_metadata(repo / "metadata" / "root.json", roles["root"])
+    _write_metadata(repo / "metadata" / "1.targets.json", roles["targets"])
+    _write_metadata(repo / "metadata" / "targets.json", roles["targets"])
+    _write_metadata(repo / "metadata" / "1.snapshot.json", roles["snapshot"])
+    _write_metadata(repo / "metadata" / "snapshot.json", roles["snapshot"])
+    _write_metadata(repo / "metadata" / "timestamp.json", roles["timestamp"])
+    return repo / "metadata" / "root.json"
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character outside ``[A-Za-z0-9._+-]`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def _store_target(repo: Path, target_path: str, source: Path):
+    """Copy ``source`` to its consistent-snapshot name; return its TargetFile."""
+    metadata, _ = _tuf()
+    info = metadata.TargetFile.from_file(target_path, str(source), ["sha256"])
+    folder, name = os.path.split(target_path)
+    destination = repo / "targets" / folder / f"{info.hashes['sha256']}.{name}"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(destination, lambda tmp: shutil.copyfile(source, tmp))
+    return info
+
+
+def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", expires: dict | None = None,
+            log: Callable[[str], None] = print) -> dict:
+    """Add ``bundle`` (folder or .tar) to ``channel`` as its newest version; re-sign targets,
+    snapshot and timestamp (timestamp last, so clients never see a half publish)."""
+    metadata, _ = _tuf()
+    repo = Path(repo)
+    if not (repo / "metadata" / "targets.json").is_file():
+        raise ReminderError(f"{repo} is not a repository: run `reminder fleet init --repo {repo}` first")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", channel):
+        raise ReminderError(f"channel {channel!r} may use letters, digits, '.', '_' and '-' only")
+    signers = {role: _load_signer(repo, role) for role in ("targets", "snapshot", "timestamp")}
+    with tempfile.TemporaryDirectory(prefix="reminder-publish-") as tmp:
+        folder, manifest = open_bundle(bundle, tmp)
+        tar = pack_bundle(folder, Path(tmp) / "bundle.tar")
+        targets = metadata.Metadata.from_file(str(repo / "metadata" / "targets.json"))
+        prefix = f"channels/{channel}/"
+        sequence = 1 + max((t.unrecognized_fields.get("custom", {}).get("sequence", 0)
+                            for path, t in targets.signed.targets.items() if path.startswith(prefix)), default=0)
+        target_path = f"{prefix}{safe_name(manifest['name'])}-{safe_name(manifest['version'])}.tar"
+        info = _store_target(repo, target_path, tar)
+        custom = {"name": manifest["name"], "version": manifest["version"], "step": manifest["step"],
+                  "classes": [c["name"] for c in manifest["classes"]], "channel": channel, "sequence": sequence,
+                  "parent": manifest.get("parent")}
+        info.unrecognized_fields["custom"] = custom
+        latest = Path(tmp) / "latest.json"
+        latest.write_text(json.dumps({"target": target_path, **custom}, indent=2))
+        index = _store_target(repo, f"{prefix}latest.json", latest)
+    targets.signed.targets[target_path] = info
+    targets.signed.targets[f"{prefix}latest.json"] = index
+    targets.signed.version += 1
+    targets.signed.expires = _expiry("targets", expires)
+    targets.sign(signers["targets"])
+    snapshot = metadata.Metadata.from_file(str(repo / "metadata" / "snapshot.json"))
+    snapshot.signed.meta["targets.json"] = metadata.MetaFile(version=targets.signed.version)
+    snapshot.signed.version += 1
+    snapshot.signed.expires = _expiry("snapshot", expires)
+    snapshot.sign(signers["snapshot"])
+    timestamp = metadata.Metadata.from_file(str(repo / "metadata" / "timestamp.json"))
+    timestamp.signed.snapshot_meta = metadata.MetaFile(version=snapshot.signed.version)
+    timestamp.signed.version += 1
+    timestamp.signed.expires = _expiry("timestamp", expires)
+    timestamp.sign(signers["timestamp"])
+    _write_metadata(repo / "metadata" / f"{targets.signed.version}.targets.json", targets)
+    _write_metadata(repo / "metadata" / "targets.json", targets)
+    _write_metadata(repo / "metadata" / f"{snapshot.signed.version}.snapshot.json", snapshot)
+    _write_metadata(repo / "metadata" / "snapshot.json", snapshot)
+    _write_metadata(repo / "metadata" / "timestamp.json", timestamp)
+    log(f"published {manifest['name']} {manifest['version']} to channel {channel} as {target_path} "
+        f"(sequence {sequence}; targets v{targets.signed.version}, timestamp v{timestamp.signed.version})")
+    return custom | {"target": target_path}
+
+
+def resign_timestamp(repo: str | Path, *, expires: dict | None = None,
+                     log: Callable[[str], None] = print) -> int:
+    """A new timestamp version with a fresh expiry, for the days nothing is published
+    (run it daily, e.g. from cron; devices refuse an expired timestamp)."""
+    metadata, _ = _tuf()
+    repo = Path(repo)
+    path = repo / "metadata" / "timestamp.json"
+    if not path.is_file():
+        raise ReminderError(f"{repo} is not a repository: metadata/timestamp.json is missing")
+    timestamp = metadata.Metadata.from_file(str(path))
+    timestamp.signed.version += 1
+    timestamp.signed.expires = _expiry("timestamp", expires)
+    timestamp.sign(_load_signer(repo, "timestamp"))
+    _write_metadata(path, timestamp)
+    log(f"timestamp v{timestamp.signed.version} signed, expires {timestamp.signed.expires.isoformat()}")
+    return timestamp.signed.version

@@ -1,0 +1,58 @@
+"""Hot reload: notice that the bundle under a running stream was replaced, and load it
+in the background so that the stream swaps models between two batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from reminder.errors import ReminderError
+from reminder.runtime.predictor import Predictor, resolve_bundle
+
+
+class Reloader:
+    """Watches the bundle path; loads a changed bundle in the background."""
+
+    def __init__(self, path: Path, make: Callable[[Path], Predictor], interval: float, log):
+        self.path, self.make, self.interval, self.log = path, make, interval, log
+        self.signature = self._signature()
+        self.checked = time.monotonic()
+        self.thread: threading.Thread | None = None
+        self.result: tuple[Predictor | None, str | None] | None = None
+
+    def _signature(self):
+        try:
+            target = resolve_bundle(self.path).resolve()
+            stat = (target / "manifest.json").stat() if target.is_dir() else target.stat()
+        except (OSError, ReminderError):
+            return None
+        return str(target), stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def _load(self) -> None:
+        try:
+            self.result = (self.make(self.path), None)
+        except Exception as error:  # any failure keeps the running model
+            self.result = (None, f"{type(error).__name__}: {error}" if not isinstance(error, ReminderError)
+                           else str(error))
+
+    def poll(self) -> tuple[Predictor | None, str | None] | None:
+        """``(new predictor, None)`` or ``(None, error)`` once a reload finished, else None."""
+        if self.thread is not None:
+            if self.thread.is_alive():
+                return None
+            self.thread, result, self.result = None, self.result, None
+            return result
+        now = time.monotonic()
+        if now - self.checked < self.interval:
+            return None
+        self.checked = now
+        signature = self._signature()
+        if signature is None or signature == self.signature:
+            return None
+        self.signature = signature
+        self.log(f"bundle at {self.path} changed; loading it")
+        self.thread = threading.Thread(target=self._load, name="reminder-reload", daemon=True)
+        self.thread.start()
+        return None

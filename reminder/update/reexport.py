@@ -1,0 +1,60 @@
+"""The last half of an on-device update: the child bundle's manifest (lineage, classes,
+report) and its export to the parent's formats through the exporter's ``write_bundle``."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from reminder.bundle import manifest_sha256
+from reminder.update.frames import Frame, NewClass
+
+
+def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[int, int, int]]],
+                   classes: Sequence[NewClass], report: dict, version: str | None) -> dict:
+    """The new bundle's manifest: the parent's, with the classes added, the lineage pointing
+    at the parent, and the update's report; artifacts are filled in by the export."""
+    added = [c.name for c in classes]
+    manifest = {key: copy.deepcopy(value) for key, value in parent.items()
+                if key not in ("artifacts", "skipped", "files", "parity")}
+    manifest.update({
+        "version": version or f"{parent['version']}+{'+'.join(added)}",
+        "step": int(parent.get("step", 0)) + 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "parent": {"version": parent["version"], "manifest_sha256": manifest_sha256(folder)},
+        "classes": [{"id": i, "name": name, "color": list(color)} for i, (name, color) in enumerate(table)],
+        "artifacts": {}, "skipped": {}, "files": {}, "parity": {},
+        "metrics": {"new_iou": report["new_iou"], "old_agreement": report["old_agreement"]},
+        "update": report,
+    })
+    model = dict(manifest.get("model") or {})
+    model["classes_per_step"] = list(model.get("classes_per_step", [])) + [len(classes)]
+    model["method"] = f"{report['method']}, on device"
+    manifest["model"] = model
+    return manifest
+
+
+def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path, frames: Sequence[Frame],
+                 formats: Sequence[str] | None, log: Callable[[str], None]) -> Path:
+    """Weights, prototypes and the parent's formats (or ``formats``) into ``out``: staged,
+    parity-checked on the frames, and renamed into place by ``write_bundle``."""
+    from reminder.export.exporter import write_bundle
+    from reminder.export.formats import parse_formats
+    from reminder.export.graph import ExportModule
+    from reminder.train.checkpoint import save_tensors
+    from reminder.train.prototypes import save_prototypes
+
+    student = student.cpu().eval()
+    names = formats or [f for f in parent["artifacts"]] + list(parent.get("skipped", {}))
+    with tempfile.TemporaryDirectory(prefix="reminder-update-") as tmp:
+        tmp = Path(tmp)
+        save_tensors(tmp / "checkpoint.safetensors", student.state_dict())
+        save_prototypes(tmp / "prototypes.safetensors", bank)
+        module = ExportModule(student, output=parent["outputs"]["kind"])
+        return write_bundle(module, manifest, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),
+                            parity_set=[f.image for f in frames[:8]],
+                            files={"checkpoint.safetensors": tmp / "checkpoint.safetensors",
+                                   "prototypes.safetensors": tmp / "prototypes.safetensors"}, log=log)

@@ -1,0 +1,158 @@
+"""The training half of an on-device update: the bundle's model as the frozen teacher, a
+student with the new classes, and REMINDER's losses on the frames alone (no old data)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from reminder.errors import ReminderError
+from reminder.update.frames import Frame, FrameDataset
+
+
+def load_bundle_model(folder: Path, manifest: dict, device: torch.device):
+    """The segmenter of a bundle, from its safetensors checkpoint."""
+    from reminder.models import build_segmenter
+    from reminder.train.checkpoint import load_tensors
+
+    if "checkpoint.safetensors" not in manifest.get("files", {}):
+        raise ReminderError(f"bundle {folder} has no checkpoint.safetensors: it was exported for inference only, "
+                            f"and an update needs the weights (export the run again; bundles include them)")
+    model_info = manifest.get("model") or {}
+    model = build_segmenter(model_info["backbone"], num_classes=list(model_info["classes_per_step"]))
+    try:
+        model.load_state_dict(load_tensors(folder / "checkpoint.safetensors"))
+    except RuntimeError as error:
+        raise ReminderError(f"checkpoint of bundle {folder} does not match its manifest: "
+                            f"{str(error).splitlines()[0]}") from None
+    return model.to(device)
+
+
+def load_prototype_bank(folder: Path, manifest: dict, num_old: int, *, required: bool) -> dict | None:
+    """The bundle's prototype bank; ``None`` when it has none and CSW-KD does not need it."""
+    from reminder.train.prototypes import load_prototypes
+
+    if "prototypes.safetensors" not in manifest.get("files", {}):
+        if not required:
+            return None
+        raise ReminderError(f"bundle {folder} has no prototypes.safetensors, which CSW-KD needs "
+                            f"(or update with csw_kd off)")
+    bank = load_prototypes(folder / "prototypes.safetensors")
+    if bank["prototypes"].shape[0] < num_old:
+        raise ReminderError(f"bundle {folder}: prototypes.safetensors has {bank['prototypes'].shape[0]} classes, "
+                            f"the model has {num_old}")
+    return bank
+
+
+@dataclass
+class Learner:
+    """Teacher, student, method and the per-step state that the losses read."""
+
+    teacher: torch.nn.Module
+    student: torch.nn.Module
+    method: object
+    state: object
+    config: object
+
+
+def make_learner(teacher: torch.nn.Module, num_new: int, *, csw_kd: bool, old_prototypes: torch.Tensor | None,
+                 freeze_backbone: bool, step: int, config, device: torch.device) -> Learner:
+    """A student copied from the (frozen) teacher with ``num_new`` classes (MiB init)."""
+    from reminder.train.methods import build_method
+    from reminder.train.step import StepState, freeze
+
+    teacher = freeze(teacher)
+    student = copy.deepcopy(teacher)
+    student.requires_grad_(True)
+    student.add_classes(num_new)
+    student.to(device)
+    if freeze_backbone:
+        student.backbone.requires_grad_(False)
+    method = build_method("reminder" if csw_kd else "plop", config)
+    num_old = student.num_classes - num_new
+    state = StepState(step=step, num_old=num_old, teacher=teacher)
+    if csw_kd:
+        state.old_prototypes = old_prototypes[:num_old].to(device)
+    return Learner(teacher, student, method, state, config)
+
+
+@dataclass
+class TrainingOutcome:
+    iterations: int
+    stopped_by: str                  # "iterations" or "time budget"
+    seconds: float
+    mean_terms: dict = field(default_factory=dict)
+
+
+def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: int, batch_size: int, crop: int,
+                    lr: float, clip_norm: float | None, time_budget: float | None, amp: str, seed: int,
+                    workers: int, device: torch.device, progress: bool) -> TrainingOutcome:
+    """Pseudo-label thresholds from the frames, then ``iterations`` SGD steps with a poly
+    LR (stopping early at ``time_budget`` seconds). Batch norm keeps the parent's
+    statistics: a few frames cannot estimate new ones."""
+    from reminder.data.transforms import train_transform
+    from reminder.progress import progress as progress_bar
+    from reminder.train.distributed import DistContext
+    from reminder.train.step import (compute_thresholds, make_optimizer, poly_lr, record_terms, set_train_mode,
+                                     train_iteration)
+
+    config, student, state = learner.config, learner.student, learner.state
+    dataset = FrameDataset(frames, train_transform(crop, scale=(0.5, 2.0)))
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
+                                         drop_last=False, num_workers=workers, generator=generator)
+    state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
+                                          bins=config.pseudo_bins, floor=config.pseudo_floor)
+    optimizer = make_optimizer(student, lr, config)
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = progress_bar(None, progress, total=iterations, desc="update", unit="it", dynamic_ncols=True)
+    started = time.perf_counter()
+    sums: dict[str, float] = {}
+    done, stopped_by = 0, "iterations"
+    while done < iterations and stopped_by == "iterations":
+        for images, labels in loader:
+            if done >= iterations:
+                break
+            if time_budget is not None and time.perf_counter() - started >= time_budget:
+                stopped_by = "time budget"
+                break
+            set_train_mode(student, freeze_bn=True)
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(lr, done, iterations, config.lr_power)
+            terms = train_iteration(student, learner.method, images, labels, state, optimizer, scaler,
+                                    config=config, device=device, dist=DistContext(), iteration=done,
+                                    clip_norm=clip_norm)
+            record_terms(sums, terms, bar)
+            done += 1
+    if bar is not None:
+        bar.close()
+    student.eval()
+    return TrainingOutcome(done, stopped_by, time.perf_counter() - started,
+                           {k: round(v / max(done, 1), 4) for k, v in sums.items()})
+
+
+def plain_loader(frames: Sequence[Frame]):
+    """The frames at their own size, one at a time (thresholds, prototypes)."""
+    from reminder.data.transforms import eval_transform
+
+    return torch.utils.data.DataLoader(FrameDataset(frames, eval_transform(None)), batch_size=1)
+
+
+def out_of_memory(error: BaseException, *, batch_size: int, crop: int,
+                  freeze_backbone: bool) -> ReminderError | None:
+    """Advice for an out-of-memory ``error`` (``None`` when it is something else)."""
+    text = str(error)
+    if not isinstance(error, (torch.OutOfMemoryError, MemoryError)) and \
+            "can't allocate memory" not in text and "out of memory" not in text:
+        return None
+    advice = "--freeze-backbone, " if not freeze_backbone else ""
+    return ReminderError(f"not enough memory for batch size {batch_size} at crop {crop} px "
+                         f"({text.splitlines()[0][:120] if text else type(error).__name__}); try {advice}a smaller "
+                         f"--crop-size or --batch-size")

@@ -1,0 +1,97 @@
+"""The layout's rules, checked on the source: which room may import which, and which rooms
+run without torch (docs/architecture.md states the same table)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "reminder"
+
+# room -> the rooms its modules may import (besides itself), eagerly or lazily
+BASE = {"errors", "io", "progress"}
+ALLOWED = {
+    "errors": set(),
+    "io": set(),
+    "progress": set(),
+    "bundle": {"errors", "io"},
+    "runtime": {"errors", "io", "bundle"},
+    "fleet": {"errors", "io", "bundle", "runtime"},
+    "data": BASE,
+    "models": BASE,
+    "train": BASE | {"data", "models"},
+    "export": BASE | {"data", "models", "train", "bundle", "runtime"},
+    "update": BASE | {"data", "models", "train", "export", "bundle", "runtime"},
+    "demo": BASE | {"data", "models", "train", "export", "bundle", "runtime", "update", "fleet"},
+    "cli": BASE | {"data", "models", "train", "export", "bundle", "runtime", "update", "fleet", "demo"},
+}
+TORCH_FREE = ("bundle", "runtime", "fleet", "errors", "io", "progress", "cli")
+
+
+def _room(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every imported module name (top-level and inside functions), with its line."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append((node.lineno, node.module))
+            if node.module == "reminder":  # `from reminder import fleet`
+                names += [(node.lineno, f"reminder.{alias.name}") for alias in node.names]
+    return names
+
+
+def test_every_room_is_in_the_table():
+    rooms = {_room(p) for p in _modules() if p.name != "__init__.py" or p.parent != PACKAGE}
+    assert rooms <= set(ALLOWED), f"rooms without a rule: {rooms - set(ALLOWED)}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_follow_the_layers(path):
+    if path == PACKAGE / "__init__.py":
+        return
+    room = _room(path)
+    wrong = []
+    for line, name in _imports(path):
+        parts = name.split(".")
+        if parts[0] == "reminder" and len(parts) > 1 and parts[1] != room and parts[1] not in ALLOWED[room]:
+            wrong.append(f"line {line}: {name}")
+        if parts[0] in ("torch", "torchvision") and room in TORCH_FREE:
+            wrong.append(f"line {line}: {name} in a torch-free room")
+    assert not wrong, f"{path.relative_to(PACKAGE)} ({room}) may import {sorted(ALLOWED[room])}: {wrong}"
+
+
+def test_torch_free_rooms_import_with_torch_blocked():
+    modules = [".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+               for p in _modules() if _room(p) in TORCH_FREE and p.name != "__main__.py"]
+    script = (
+        "import importlib, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+        "            raise ImportError(f'{name} is blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert not any(m.split('.')[0] == 'torch' for m in sys.modules)\n"
+        "print(len(sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "reminder.fleet.device" in modules and "reminder.runtime.stream" in modules and "reminder.bundle" in modules
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long
