@@ -12,6 +12,35 @@ from PIL import Image
 from reminder.data.classes import flat_palette
 
 
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests are skipped without a CUDA device, ``tensorrt`` tests without TensorRT,
+    each with its reason in the summary (``-ra``)."""
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device; none here (on a GPU machine: pytest -m 'gpu or tensorrt')")
+    no_trt = pytest.mark.skip(reason="needs TensorRT, which cannot be installed in this workplace")
+    gpu, trt = _cuda_available(), _tensorrt_importable()
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(no_gpu)
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(no_trt)
+
+
 def save_mask(path: Path, mask: np.ndarray, *, palette: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(mask.astype(np.uint8), mode="P" if palette else "L")

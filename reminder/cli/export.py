@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from reminder.cli.common import parse_list, parse_size
+
 
 @click.command()
 @click.argument("run", type=click.Path(path_type=Path))
@@ -23,14 +25,21 @@ import click
 @click.option("--parent", type=click.Path(path_type=Path), default=None,
               help="Parent bundle for lineage (default: RUN/bundles/step<N-1> when present).")
 @click.option("--device", default="cpu", show_default=True, help="Device for AOTInductor compilation.")
-@click.option("--fp16-onnx", is_flag=True, help="Build the TensorRT engine in FP16 from an FP16 ONNX.")
-def export(run, step, formats, out, output, images, parity_threshold, parent, device, fp16_onnx) -> None:
+@click.option("--trt-fp16", "--fp16-onnx", "trt_fp16", is_flag=True,
+              help="An FP16 TensorRT engine (TensorRT 10: FP16 builder flag; 11: from an FP16 ONNX).")
+@click.option("--trt-sizes", default=None, metavar="SIZES",
+              help="Comma-separated N or HEIGHTxWIDTH the TensorRT engine must accept besides the bundle's input "
+                   "and parity images (its profile spans half the smallest to twice the largest).")
+@click.option("--trt-max-batch", type=int, default=8, show_default=True, help="Largest batch the engine accepts.")
+def export(run, step, formats, out, output, images, parity_threshold, parent, device, trt_fp16, trt_sizes,
+           trt_max_batch) -> None:
     """Export a trained step to ONNX / TorchScript / AOTInductor / TensorRT in a verified bundle."""
     from reminder.export.exporter import export_bundle
 
+    sizes = [parse_size(v) for v in parse_list(trt_sizes, "--trt-sizes")] if trt_sizes else ()
     path = export_bundle(run, out=out, formats=formats, step=step, output=output, images=images,
-                         parity_threshold=parity_threshold, parent=parent, device=device, fp16_onnx=fp16_onnx,
-                         log=click.echo)
+                         parity_threshold=parity_threshold, parent=parent, device=device, trt_fp16=trt_fp16,
+                         trt_sizes=sizes, trt_max_batch=trt_max_batch, log=click.echo)
     click.echo(f"bundle written to {path}")
 
 

@@ -6,6 +6,7 @@ a CUDA GPU when ``device="cuda"``); load it with ``torch._inductor.aoti_load_pac
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -21,8 +22,10 @@ from reminder.export.onnx import dynamic_dims
 
 def export_aoti(module: ExportModule, path: str | Path, example: torch.Tensor, *,
                 metadata: dict | None = None, device: str = "cpu") -> Path:
+    """Compile ``module`` for ``device`` into ``path``. The caller's module is left as it
+    was (a copy is moved and put in eval mode): later exports still get it on its device."""
     path = Path(path)
-    module = module.eval().to(device)
+    module = copy.deepcopy(module).eval().to(device)
     example = example.to(device)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

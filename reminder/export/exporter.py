@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from reminder.data.classes import voc_palette
 from reminder.data.samples import read_image
@@ -18,8 +18,8 @@ from reminder.bundle import BUNDLE_FORMAT, file_entry, manifest_sha256, read_man
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder
-from reminder.export.tensorrt import EngineProfile
 from reminder.runtime.backends import open_artifact
+from reminder.runtime.engines import EngineProfile
 
 
 def _tool_versions() -> dict:
@@ -60,13 +60,21 @@ def each_step_exporter(formats: str, *, log: Callable[[str], None] = print) -> C
 def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] = "onnx", step: int | None = None,
                   output: str = "labels", images: str | Path | None = None, parity_images: int = 8,
                   parity_threshold: float = 0.999, parent: str | Path | None = None, name: str | None = None,
-                  version: str | None = None, device: str = "cpu", fp16_onnx: bool = False,
-                  trt_profile: EngineProfile = EngineProfile(), log: Callable[[str], None] = print) -> Path:
+                  version: str | None = None, device: str = "cpu", trt_fp16: bool = False,
+                  trt_profile: EngineProfile | None = None, trt_sizes: Sequence[tuple[int, int]] = (),
+                  trt_max_batch: int = 8, log: Callable[[str], None] = print) -> Path:
     """Export step ``step`` (default: the last complete one) of ``run`` into bundle ``out``.
 
     Every artifact is checked against eager PyTorch; the bundle is written only if each
     one agrees on at least ``parity_threshold`` of the pixels. TensorRT asked for where it
     is missing is skipped with a one-line message (recorded in the manifest).
+
+    ``trt_profile``: the input shapes a TensorRT engine accepts (default: every parity
+    image's size, the manifest's input size and ``trt_sizes``, from half the smallest to
+    twice the largest, batch 1 to ``trt_max_batch``); it is recorded as the manifest's
+    ``input.profile``.
+    ``trt_fp16``: an FP16 engine (TensorRT 10: the FP16 builder flag on the FP32 ONNX;
+    TensorRT 11: built from an FP16 ONNX, which is not kept in the bundle).
     """
     from reminder.train.checkpoint import completed_steps, load_model
     from reminder.train.config import load_config
@@ -93,25 +101,32 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     files = {target: step_dir / source for source, target in (("model.safetensors", "checkpoint.safetensors"),
                                                               ("prototypes.safetensors", "prototypes.safetensors"))}
     return write_bundle(module, manifest, out=out, formats=chosen, parity_set=parity_set, files=files,
-                        parity_threshold=parity_threshold, device=device, fp16_onnx=fp16_onnx,
-                        trt_profile=trt_profile, log=log)
+                        parity_threshold=parity_threshold, device=device, trt_fp16=trt_fp16,
+                        trt_profile=trt_profile, trt_sizes=trt_sizes, trt_max_batch=trt_max_batch, log=log)
 
 
 def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, formats, parity_set: list,
                  files: dict[str, Path], parity_threshold: float = 0.999, device: str = "cpu",
-                 fp16_onnx: bool = False, trt_profile: EngineProfile = EngineProfile(),
+                 trt_fp16: bool = False, trt_profile: EngineProfile | None = None,
+                 trt_sizes: Sequence[tuple[int, int]] = (), trt_max_batch: int = 8,
                  log: Callable[[str], None] = print) -> Path:
     """Export ``module`` in ``formats`` (parsed), copy ``files`` (bundle name -> source,
     skipped when the source is missing), check parity on ``parity_set`` and write the
     bundle ``out`` with ``manifest`` completed. Built in a staging folder beside ``out``
     and moved into place only when complete: an interruption leaves no bundle."""
     out = Path(out)
+    if trt_profile is None:
+        spec = manifest["input"]
+        trt_profile = EngineProfile.covering([image.shape[:2] for image in parity_set] + list(trt_sizes),
+                                             opt=(spec["height"], spec["width"]), max_batch=trt_max_batch,
+                                             margin=0.5)
+    manifest["input"]["profile"] = trt_profile.to_json()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         metadata = {"reminder_manifest_version": manifest["version"], "classes": json.dumps(manifest["classes"]),
                     "step": str(manifest["step"]), "input": json.dumps(manifest["input"]), "output": module.output}
-        _export_formats(module, formats, staging, manifest, metadata, device, fp16_onnx, trt_profile, log)
+        _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log)
         for target, source in files.items():
             if Path(source).is_file():
                 shutil.copyfile(source, staging / target)
@@ -166,11 +181,9 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
     return manifest
 
 
-def _export_formats(module, formats, staging, manifest, metadata, device, fp16_onnx, trt_profile, log) -> None:
+def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log) -> None:
     from reminder.export.aoti import export_aoti
     from reminder.export.onnx import export_onnx
-    from reminder.export.tensorrt import build_engine
-    from reminder.runtime.engines import gpu_compute_capability, import_tensorrt
     from reminder.export.torchscript import export_torchscript
 
     example = example_input()
@@ -185,14 +198,7 @@ def _export_formats(module, formats, staging, manifest, metadata, device, fp16_o
                 path = export_aoti(module, staging / fmt.filename, example, metadata=metadata, device=device)
                 extra = {"device": device}
             else:
-                import_tensorrt()
-                onnx_path = staging / "model.onnx"
-                if fp16_onnx:
-                    onnx_path = export_onnx(module, staging / "model.fp16.onnx", example, metadata=metadata, fp16=True)
-                elif not onnx_path.is_file():
-                    onnx_path = export_onnx(module, staging / ".engine-source.onnx", example, metadata=metadata)
-                path = staging / fmt.filename.format(sm=gpu_compute_capability())
-                extra = build_engine(onnx_path, path, profile=trt_profile, fp16=fp16_onnx)
+                path, extra = _export_engine(module, staging, fmt, example, metadata, trt_fp16, trt_profile)
         except ReminderError as error:
             if fmt.name != "tensorrt":
                 raise
@@ -201,7 +207,34 @@ def _export_formats(module, formats, staging, manifest, metadata, device, fp16_o
             continue
         manifest["artifacts"][fmt.name] = {"path": path.name, **file_entry(path), **extra}
         log(f"exported {fmt.name}: {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
-    (staging / ".engine-source.onnx").unlink(missing_ok=True)
+
+
+def _export_engine(module, staging: Path, fmt, example, metadata, fp16: bool, profile: EngineProfile):
+    """The engine, built from the bundle's ONNX (or a temporary one: FP16 for TensorRT 11's
+    strongly typed FP16, FP32 when the bundle has no ONNX); temporary sources are removed."""
+    from reminder.export.onnx import export_onnx
+    from reminder.export.tensorrt import build_engine
+    from reminder.runtime.engines import cache_root, gpu_compute_capability, import_tensorrt, tensorrt_major
+
+    trt = import_tensorrt()
+    source = staging / "model.onnx"
+    temporary = None
+    if fp16 and tensorrt_major(trt) >= 11:
+        temporary = source = export_onnx(module, staging / ".engine-source.fp16.onnx", example, metadata=metadata,
+                                         fp16=True)
+    elif not source.is_file():
+        temporary = source = export_onnx(module, staging / ".engine-source.onnx", example, metadata=metadata)
+    try:
+        sm = gpu_compute_capability()
+        path = staging / fmt.filename.format(sm=sm)
+        timing_cache = cache_root() / "tensorrt" / f"timing-{trt.__version__}-{sm}.cache"
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        header = build_engine(source, path, profile=profile, fp16=fp16, timing_cache=timing_cache)
+    finally:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+    # the engine's GPU buffers come from torch (runtime.engines.CudaBuffers)
+    return path, {**header, "runtime_requires": ["tensorrt", "torch"]}
 
 
 def _replace_folder(staging: Path, out: Path) -> None:

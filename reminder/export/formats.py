@@ -24,7 +24,8 @@ FORMATS: dict[str, ExportFormat] = {
                                 "TorchScript trace (deprecated upstream; kept for older stacks)"),
     "aoti": ExportFormat("aoti", "model.pt2", False, True, "aoti",
                          "torch.export + AOTInductor package, compiled for this machine's CPU or GPU"),
-    "tensorrt": ExportFormat("tensorrt", "model.{sm}.engine", True, False, "trt",
+    # runs with tensorrt plus torch (its GPU buffers); ONNX Runtime's TensorRT provider needs no torch
+    "tensorrt": ExportFormat("tensorrt", "model.{sm}.engine", True, True, "trt",
                              "TensorRT engine built from the ONNX, tied to one GPU and TensorRT version"),
 }
 

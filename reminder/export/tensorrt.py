@@ -5,9 +5,10 @@ Written against TensorRT's documented Python API (10.x on JetPack, 11.x on serve
 workplace that develops this project, so this module's tests are marked ``tensorrt`` and
 skipped there.
 
-Precision: TensorRT 10 builds FP16 from the FP32 ONNX with ``BuilderFlag.FP16``; TensorRT
-11 removed the precision flags (networks are always strongly typed), so FP16 there means
-building from an FP16 ONNX (``export_onnx(..., fp16=True)``).
+Precision: TensorRT 10 builds FP16 from the FP32 ONNX with ``BuilderFlag.FP16`` (a weakly
+typed network); TensorRT 11 removed the precision flags (networks are always strongly
+typed), so FP16 there means building from an FP16 ONNX (``export_onnx(..., fp16=True)``).
+An FP16 ONNX is strongly typed on either version.
 
 An engine file starts with a small header (TensorRT version, GPU compute capability,
 precision) so a device can refuse an engine of another GPU or TensorRT version before
@@ -16,37 +17,29 @@ deserialising it; the torch-free runtime reads it (:mod:`reminder.runtime.engine
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_bytes
-from reminder.runtime.engines import gpu_compute_capability, import_tensorrt, tensorrt_major, with_header
-
-
-@dataclass(frozen=True)
-class EngineProfile:
-    """Optimisation profile of the ``images`` input: (batch, height, width) min/opt/max."""
-
-    min_shape: tuple[int, int, int] = (1, 256, 256)
-    opt_shape: tuple[int, int, int] = (1, 512, 512)
-    max_shape: tuple[int, int, int] = (8, 1024, 1024)
-
-    def shapes(self):
-        return [(b, 3, h, w) for b, h, w in (self.min_shape, self.opt_shape, self.max_shape)]
+from reminder.runtime.engines import (EngineProfile, gpu_compute_capability, import_tensorrt, tensorrt_major,
+                                      with_header)
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: EngineProfile = EngineProfile(),
                  fp16: bool = False, timing_cache: str | Path | None = None,
                  workspace_gb: float = 4.0) -> dict:
-    """Build a serialised engine for this GPU; returns its header (also in the file)."""
+    """Build a serialised engine for this GPU; returns its header (also in the file).
+    ``timing_cache``: a file that speeds up later builds on the same GPU and TensorRT
+    version (read when present, written after the build)."""
     trt = import_tensorrt()
     major = tensorrt_major(trt)
+    half_onnx = _is_fp16_onnx(onnx_path)
+    if fp16 and major >= 11 and not half_onnx:
+        raise ReminderError(f"TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX; {onnx_path} is FP32")
+    strongly_typed = major >= 11 or half_onnx
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if major >= 11 or (fp16 and _is_fp16_onnx(onnx_path)):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
@@ -54,11 +47,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Eng
         raise ReminderError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if fp16 and major < 11 and not flags:
+    if fp16 and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
-    elif fp16 and major >= 11 and not _is_fp16_onnx(onnx_path):
-        raise ReminderError(f"TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX; "
-                            f"{onnx_path} is FP32 (export with --fp16-onnx)")
     optimisation = builder.create_optimization_profile()
     optimisation.set_shape("images", *profile.shapes())
     config.add_optimization_profile(optimisation)
@@ -71,7 +61,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Eng
     if serialized is None:
         raise ReminderError(f"TensorRT failed to build an engine from {onnx_path}")
     header = {"tensorrt": trt.__version__, "compute_capability": gpu_compute_capability(),
-              "precision": "fp16" if fp16 else "fp32", "profile": profile.__dict__}
+              "precision": "fp16" if fp16 or half_onnx else "fp32", "profile": profile.to_json()}
     atomic_write_bytes(engine_path, with_header(header, bytes(serialized)))
     if cache is not None:
         atomic_write_bytes(timing_cache, bytes(cache.serialize()))

@@ -1,8 +1,9 @@
 """Backends that run a bundle's artifacts on ``(B, 3, H, W)`` float32 RGB 0..255 images.
 
 Each backend is called with a numpy array and returns ``{output name: numpy array}``.
-``ort`` needs only onnxruntime; ``torchscript`` and ``aoti`` import torch when they are
-opened; ``trt`` imports tensorrt (and torch for device buffers) when it is opened.
+``ort`` needs only onnxruntime (onnxruntime-gpu for its CUDA and TensorRT providers);
+``torchscript`` and ``aoti`` import torch when they are opened; ``trt`` imports tensorrt,
+and torch for its GPU buffers (:class:`reminder.runtime.engines.CudaBuffers`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ def _require(module: str, install: str):
 
 
 def default_engine_cache() -> Path:
-    import os
+    from reminder.runtime.engines import cache_root
 
-    return Path(os.environ.get("REMINDER_CACHE", Path.home() / ".cache" / "reminder")) / "ort-tensorrt"
+    return cache_root() / "ort-tensorrt"
 
 
 class OrtBackend:
@@ -38,15 +39,19 @@ class OrtBackend:
     name = "ort"
 
     def __init__(self, path: str | Path, *, providers: list | None = None, threads: int | None = None,
-                 engine_cache: str | Path | None = None, fp16: bool = False):
+                 engine_cache: str | Path | None = None, fp16: bool = False, profile=None, log=None):
         ort = _require("onnxruntime", "onnxruntime (or onnxruntime-gpu)")
         available = ort.get_available_providers()
         if providers is None:
-            from reminder.runtime.engines import ort_tensorrt_provider
+            from reminder.runtime.engines import installed_tensorrt_version, ort_tensorrt_mismatch, ort_tensorrt_provider
 
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-            if "TensorrtExecutionProvider" in available:
-                providers.insert(0, ort_tensorrt_provider(engine_cache or default_engine_cache(), fp16=fp16))
+            mismatch = ort_tensorrt_mismatch(ort.__version__, installed_tensorrt_version())
+            if "TensorrtExecutionProvider" in available and mismatch and log is not None:
+                log(mismatch)
+            if "TensorrtExecutionProvider" in available and not mismatch:
+                providers.insert(0, ort_tensorrt_provider(engine_cache or default_engine_cache(), fp16=fp16,
+                                                          profile=profile))
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -66,6 +71,8 @@ class _TorchBackend:
     def __init__(self, device: str | None = None):
         self.torch = _require("torch", "torch")
         self.device = self.torch.device(device or ("cuda" if self.torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not self.torch.cuda.is_available():
+            raise ReminderError(f"device {self.device} was asked for, but CUDA is not available here")
 
     def _names(self, count: int) -> list[str]:
         return ["logits"] if count == 1 else ["labels", "confidence"]
@@ -87,48 +94,77 @@ class TorchScriptBackend(_TorchBackend):
 
 
 class AotiBackend(_TorchBackend):
+    """An AOTInductor package holds native code for one device type, and does not check the
+    device of its inputs (CUDA tensors into a CPU package crash the process): inputs go to
+    the device it was compiled for (``compiled_for``, from the manifest), whatever else is
+    available; a CUDA package on a machine without CUDA is refused."""
+
     name = "aoti"
 
-    def __init__(self, path: str | Path, *, device: str | None = None):
-        super().__init__(device)
+    def __init__(self, path: str | Path, *, device: str | None = None, compiled_for: str = "cpu"):
+        torch = _require("torch", "torch")
+        compiled = torch.device(compiled_for)
+        if device is not None and torch.device(device).type != compiled.type:
+            raise ReminderError(f"AOTInductor package {Path(path).name} was compiled for {compiled_for}; it cannot "
+                                f"run on {device}")
+        if compiled.type == "cuda" and not torch.cuda.is_available():
+            raise ReminderError(f"AOTInductor package {Path(path).name} was compiled for {compiled_for}, and this "
+                                f"machine has no CUDA; use the bundle's ONNX or TorchScript artifact")
+        super().__init__(device or compiled_for)
         self.module = self.torch._inductor.aoti_load_package(str(path))
 
 
 class TensorRTBackend:
-    """A TensorRT engine written by :func:`reminder.export.tensorrt.build_engine` (header: :mod:`reminder.runtime.engines`)."""
+    """A TensorRT engine written by :func:`reminder.export.tensorrt.build_engine` (header:
+    :mod:`reminder.runtime.engines`). Inputs must fit the engine's shape profile; every
+    TensorRT call that reports failure by its return value is checked."""
 
     name = "trt"
+    DTYPES = {"FLOAT": "float32", "HALF": "float16", "UINT8": "uint8", "INT8": "int8", "INT32": "int32",
+              "INT64": "int64", "BOOL": "bool", "BF16": "bfloat16"}
 
-    def __init__(self, path: str | Path):
-        from reminder.runtime.engines import check_engine_compatible, import_tensorrt, read_engine
+    def __init__(self, path: str | Path, *, buffers=None):
+        from reminder.runtime.engines import EngineProfile, check_engine_compatible, import_tensorrt, read_engine
 
         trt = import_tensorrt()
-        self.torch = _require("torch", "torch (for GPU buffers)")
+        self.path = Path(path)
         header, engine_bytes = read_engine(path)
         check_engine_compatible(header, path)
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
+        self.profile = EngineProfile.from_json(header["profile"]) if header.get("profile") else None
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise ReminderError(f"TensorRT {trt.__version__} could not deserialise engine {self.path.name}; rebuild "
+                                f"it on this device or use the ONNX artifact")
         self.context = self.engine.create_execution_context()
-        self.output_names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
-                             if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
-        self.trt = trt
+        if self.context is None:
+            raise ReminderError(f"TensorRT could not create an execution context for engine {self.path.name} "
+                                f"(out of GPU memory?)")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: self.DTYPES[self.engine.get_tensor_dtype(n).name] for n in self.output_names}
+        if buffers is None:
+            from reminder.runtime.engines import CudaBuffers
+
+            buffers = CudaBuffers()
+        self.buffers = buffers
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        torch, trt = self.torch, self.trt
-        source = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).cuda()
-        self.context.set_input_shape("images", tuple(source.shape))
-        self.context.set_tensor_address("images", source.data_ptr())
+        shape = tuple(int(v) for v in images.shape)
+        if self.profile is not None and not self.profile.holds(shape[2], shape[3], shape[0]):
+            raise ReminderError(f"engine {self.path.name} accepts {self.profile.describe()}; input {shape} is "
+                                f"outside it")
+        if not self.context.set_input_shape("images", shape):
+            raise ReminderError(f"engine {self.path.name} refused input shape {shape}")
+        source = self.buffers.upload(np.ascontiguousarray(images, dtype=np.float32))
+        self.context.set_tensor_address("images", self.buffers.address(source))
         outputs = {}
         for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = {trt.float32: torch.float32, trt.float16: torch.float16, trt.uint8: torch.uint8,
-                     trt.int32: torch.int32, trt.int64: torch.int64}[self.engine.get_tensor_dtype(name)]
-            outputs[name] = torch.empty(shape, dtype=dtype, device="cuda")
-            self.context.set_tensor_address(name, outputs[name].data_ptr())
-        stream = torch.cuda.current_stream()
-        self.context.execute_async_v3(stream.cuda_stream)
-        stream.synchronize()
-        return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+            outputs[name] = self.buffers.empty(tuple(self.context.get_tensor_shape(name)), self.dtypes[name])
+            self.context.set_tensor_address(name, self.buffers.address(outputs[name]))
+        if not self.context.execute_async_v3(self.buffers.handle):
+            raise ReminderError(f"TensorRT failed to run engine {self.path.name} on input shape {shape}")
+        self.buffers.synchronize()
+        return {name: self.buffers.download(tensor) for name, tensor in outputs.items()}
 
 
 BACKENDS = {"ort": OrtBackend, "torchscript": TorchScriptBackend, "aoti": AotiBackend, "trt": TensorRTBackend}
@@ -138,17 +174,31 @@ FORMAT_BACKEND = {"onnx": "ort", "torchscript": "torchscript", "aoti": "aoti", "
 BACKEND_NAMES = ("auto", "ort", "trt", "torchscript", "aoti")
 _BACKEND_FORMAT = {backend: fmt for fmt, backend in FORMAT_BACKEND.items()}
 # the options each backend accepts; the others are dropped for it
-_OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16"), "trt": (),
-            "torchscript": ("device",), "aoti": ("device",)}
+_OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16", "profile", "log"), "trt": ("buffers",),
+            "torchscript": ("device",), "aoti": ("device", "compiled_for")}
+
+
+def input_profile(manifest: dict):
+    """The input shapes the exporter checked (``input.profile``), or, for older bundles,
+    half to twice the manifest's input size, batch 1-8."""
+    from reminder.runtime.engines import EngineProfile
+
+    spec = manifest.get("input") or {}
+    if spec.get("profile"):
+        return EngineProfile.from_json(spec["profile"])
+    height, width = int(spec.get("height", 512)), int(spec.get("width", 512))
+    return EngineProfile.covering([], opt=(height, width), max_batch=8, margin=0.5)
 
 
 def open_artifact(bundle: Path, manifest: dict, fmt: str, **options):
     """The backend running artifact ``fmt`` of a (verified) bundle."""
     if fmt not in manifest.get("artifacts", {}):
         raise ReminderError(f"bundle {bundle} has no {fmt} artifact (it has: {', '.join(manifest['artifacts'])})")
-    backend = FORMAT_BACKEND[fmt]
+    backend, entry = FORMAT_BACKEND[fmt], manifest["artifacts"][fmt]
+    facts = {"ort": {"profile": input_profile(manifest)}, "aoti": {"compiled_for": entry.get("device", "cpu")}}
+    options = {**facts.get(backend, {}), **options}
     accepted = {k: v for k, v in options.items() if k in _OPTIONS[backend] and v is not None}
-    return BACKENDS[backend](Path(bundle) / manifest["artifacts"][fmt]["path"], **accepted)
+    return BACKENDS[backend](Path(bundle) / entry["path"], **accepted)
 
 
 def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, log=None, **options):
@@ -159,14 +209,14 @@ def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, log=N
     if backend not in BACKEND_NAMES:
         raise ReminderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
     if backend != "auto":
-        return open_artifact(bundle, manifest, _BACKEND_FORMAT[backend], **options)
+        return open_artifact(bundle, manifest, _BACKEND_FORMAT[backend], log=log, **options)
     available = [fmt for fmt in ("tensorrt", "onnx", "torchscript", "aoti") if fmt in manifest.get("artifacts", {})]
     if not available:
         raise ReminderError(f"bundle {bundle} has no runnable artifact")
     reasons = []
     for fmt in available:
         try:
-            return open_artifact(bundle, manifest, fmt, **options)
+            return open_artifact(bundle, manifest, fmt, log=log, **options)
         except ReminderError as error:
             reasons.append(f"{fmt}: {error}")
             if log is not None and fmt != available[-1]:

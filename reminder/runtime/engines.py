@@ -14,11 +14,20 @@ import json
 import shutil
 import struct
 import subprocess
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 from reminder.errors import ReminderError
 
 MAGIC = b"RMDRTRT1"
+
+
+def cache_root() -> Path:
+    """``$REMINDER_CACHE`` or ``~/.cache/reminder``: engine and timing caches live below it."""
+    import os
+
+    return Path(os.environ.get("REMINDER_CACHE", Path.home() / ".cache" / "reminder"))
 
 
 def import_tensorrt():
@@ -50,6 +59,58 @@ def gpu_compute_capability(device: int = 0) -> str:
     raise ReminderError("no CUDA GPU found: a TensorRT engine is built on the GPU it will run on")
 
 
+@dataclass(frozen=True)
+class EngineProfile:
+    """The shapes an engine accepts for its ``images`` input: (batch, height, width) at the
+    minimum, the optimum and the maximum. TensorRT refuses any input outside them."""
+
+    min_shape: tuple[int, int, int] = (1, 256, 256)
+    opt_shape: tuple[int, int, int] = (1, 512, 512)
+    max_shape: tuple[int, int, int] = (8, 1024, 1024)
+
+    def __post_init__(self):
+        for low, opt, high in zip(self.min_shape, self.opt_shape, self.max_shape):
+            if not 1 <= low <= opt <= high:
+                raise ReminderError(f"engine profile {self.describe()} is not ordered min <= opt <= max")
+
+    @classmethod
+    def covering(cls, sizes: Iterable[tuple[int, int]], *, opt: tuple[int, int], max_batch: int = 8,
+                 margin: float = 1.0) -> "EngineProfile":
+        """The smallest profile that holds every ``(height, width)`` in ``sizes`` and ``opt``
+        (the size the runtime resizes frames to), each widened by ``margin`` (0.5 lets
+        sizes down to half and up to twice through)."""
+        sizes = [tuple(int(v) for v in s) for s in sizes] + [tuple(int(v) for v in opt)]
+        low_h, low_w = min(h for h, _ in sizes), min(w for _, w in sizes)
+        high_h, high_w = max(h for h, _ in sizes), max(w for _, w in sizes)
+        return cls((1, max(1, int(low_h * margin)), max(1, int(low_w * margin))),
+                   (1, int(opt[0]), int(opt[1])),
+                   (max(1, max_batch), int(high_h / margin), int(high_w / margin)))
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EngineProfile":
+        return cls(*(tuple(int(v) for v in data[key]) for key in ("min_shape", "opt_shape", "max_shape")))
+
+    def to_json(self) -> dict:
+        return {key: list(value) for key, value in asdict(self).items()}
+
+    def shapes(self) -> list[tuple[int, int, int, int]]:
+        return [(b, 3, h, w) for b, h, w in (self.min_shape, self.opt_shape, self.max_shape)]
+
+    def holds(self, height: int, width: int, batch: int = 1) -> bool:
+        return all(low <= v <= high for v, low, high in zip((batch, height, width), self.min_shape, self.max_shape))
+
+    def describe(self) -> str:
+        (b0, h0, w0), (b1, h1, w1) = self.min_shape, self.max_shape
+        return f"batch {b0}-{b1}, height {h0}-{h1}, width {w0}-{w1}"
+
+    def ort_options(self) -> dict[str, str]:
+        """ONNX Runtime TensorRT provider options for the same profile (so it builds its
+        engine once, not again for every new input shape)."""
+        text = {name: "images:" + "x".join(map(str, shape))
+                for name, shape in zip(("min", "opt", "max"), self.shapes())}
+        return {f"trt_profile_{name}_shapes": value for name, value in text.items()}
+
+
 def with_header(header: dict, engine: bytes) -> bytes:
     text = json.dumps(header).encode()
     return MAGIC + struct.pack("<I", len(text)) + text + engine
@@ -75,11 +136,87 @@ def check_engine_compatible(header: dict, path: str | Path) -> None:
                                 f"rebuild it here or use the ONNX artifact")
 
 
-def ort_tensorrt_provider(cache_dir: str | Path, *, fp16: bool = False) -> tuple[str, dict]:
-    """ONNX Runtime's TensorRT execution provider with its engine cache in ``cache_dir``
-    (keyed by ORT on the model, the TensorRT version and the GPU)."""
+def ort_tensorrt_provider(cache_dir: str | Path, *, fp16: bool = False,
+                          profile: EngineProfile | None = None) -> tuple[str, dict]:
+    """ONNX Runtime's TensorRT execution provider with its engine and timing caches in
+    ``cache_dir`` (keyed by ORT on the model, the TensorRT version and the GPU), and an
+    explicit shape profile so that one engine serves every input inside it."""
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return ("TensorrtExecutionProvider", {
-        "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
-        "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir), "trt_fp16_enable": fp16,
-    })
+    options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+               "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir), "trt_fp16_enable": fp16}
+    if profile is not None:
+        options.update(profile.ort_options())
+    return ("TensorrtExecutionProvider", options)
+
+
+# ONNX Runtime releases that can drive each TensorRT major version through its TensorRT
+# execution provider (older ones fall back to the CUDA provider without saying so).
+ORT_FOR_TENSORRT = {10: (1, 18), 11: (1, 27)}
+
+
+def ort_tensorrt_mismatch(ort_version: str, tensorrt_version: str | None) -> str | None:
+    """Why this ONNX Runtime cannot use this TensorRT (``None`` when it can, or when
+    TensorRT is absent)."""
+    if not tensorrt_version:
+        return None
+    major = int(tensorrt_version.split(".")[0])
+    needed = ORT_FOR_TENSORRT.get(major, max(ORT_FOR_TENSORRT.values()) if major > max(ORT_FOR_TENSORRT) else None)
+    have = tuple(int(v) for v in ort_version.split(".")[:2])
+    if needed is None or have >= needed:
+        return None
+    return (f"onnxruntime {ort_version} cannot drive TensorRT {tensorrt_version} (it needs onnxruntime-gpu >= "
+            f"{needed[0]}.{needed[1]}); the TensorRT execution provider is left out")
+
+
+def installed_tensorrt_version() -> str | None:
+    """The installed TensorRT's version, from package metadata (without importing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_libs"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+class CudaBuffers:
+    """Device memory and a dedicated CUDA stream for the TensorRT backend, through torch's
+    CUDA allocator: the TensorRT backend needs torch (PyTorch for Jetson, or any CUDA build
+    of torch on a server) besides TensorRT. The ONNX Runtime backend, TensorRT execution
+    provider included, does not."""
+
+    def __init__(self):
+        try:
+            import torch
+        except ImportError:
+            raise ReminderError("the TensorRT backend needs torch for its GPU buffers (pip install torch, or "
+                                "NVIDIA's PyTorch wheel on Jetson); or run the ONNX artifact with --backend ort, "
+                                "whose TensorRT execution provider needs no torch") from None
+        if not torch.cuda.is_available():
+            raise ReminderError("the TensorRT backend needs a CUDA GPU, and torch sees none")
+        self.torch = torch
+        self.stream = torch.cuda.Stream()  # not the default stream: no implicit synchronisation
+
+    @property
+    def handle(self) -> int:
+        return self.stream.cuda_stream
+
+    def upload(self, array):
+        with self.torch.cuda.stream(self.stream):
+            return self.torch.from_numpy(array).to("cuda", non_blocking=True)
+
+    def empty(self, shape: tuple[int, ...], dtype: str):
+        with self.torch.cuda.stream(self.stream):
+            return self.torch.empty(shape, dtype=getattr(self.torch, dtype), device="cuda")
+
+    @staticmethod
+    def address(tensor) -> int:
+        return tensor.data_ptr()
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    @staticmethod
+    def download(tensor):
+        return tensor.cpu().numpy()

@@ -100,6 +100,8 @@ class Predictor:
         if min(self.size) < 1:
             raise ReminderError(f"input size must be positive, got {size}")
         self.resize, self.color, self.with_confidence = resize, color, confidence
+        self.max_batch = check_profile(getattr(self.backend, "profile", None), self.size, resize,
+                                       getattr(self.backend, "path", self.path))
         self.output_kind = self.manifest["outputs"]["kind"]
         self.classes = self.manifest["classes"]
         self.names = [c["name"] for c in self.classes]
@@ -167,7 +169,12 @@ class Predictor:
 
     # -- inference and post-processing -----------------------------------------
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(B, 3, h, w)`` float32 -> labels ``(B, h, w)`` and confidence (or None)."""
+        """``(B, 3, h, w)`` float32 -> labels ``(B, h, w)`` and confidence (or None); a
+        batch larger than the backend accepts runs in parts."""
+        if self.max_batch is not None and len(batch) > self.max_batch:
+            parts = [self.infer(batch[i:i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+            labels = np.concatenate([p[0] for p in parts])
+            return labels, None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
         outputs = self.backend(batch)
         if self.output_kind == "logits":
             logits = outputs["logits"]
@@ -224,6 +231,21 @@ class Predictor:
         shares = prediction.shares
         return {self.names[k]: round(float(shares[k]), 6) for k in np.flatnonzero(shares > minimum)
                 if k < self.num_classes}
+
+
+def check_profile(profile, size: tuple[int, int], resize: str, engine: Path) -> int | None:
+    """For a backend with a fixed shape profile (a TensorRT engine): refuse what it cannot
+    take, saying why, and return its largest batch (``None`` without a profile)."""
+    if profile is None:
+        return None
+    if resize in ("none", "fit"):
+        raise ReminderError(f"resize={resize} feeds frames at shapes of their own, and engine {Path(engine).name} "
+                            f"accepts only {profile.describe()}; use letterbox or stretch, or the ort backend")
+    if not profile.holds(*size):
+        raise ReminderError(f"input size {size[0]}x{size[1]} is outside engine {Path(engine).name}'s profile "
+                            f"({profile.describe()}); choose a size inside it, or export the engine again with "
+                            f"--trt-sizes {size[0]}x{size[1]}")
+    return profile.max_shape[0]
 
 
 def resolve_bundle(path: str | Path) -> Path:

@@ -27,10 +27,14 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
 
 
 def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file on ``device``. Read on the CPU, then moved:
+    safetensors' own ``device="cuda"`` means ``cuda:0`` on every DDP rank."""
     try:
-        return load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error types
         raise ReminderError(f"cannot read {path}: {error}") from None
+    device = torch.device(device)
+    return tensors if device.type == "cpu" else {name: t.to(device) for name, t in tensors.items()}
 
 
 def save_model(step_dir: Path, model: IncrementalSegmenter, meta: dict) -> None:

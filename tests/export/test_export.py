@@ -179,3 +179,16 @@ def test_onnx_bundle_verifies_and_runs_with_torch_blocked(reminder_run, tmp_path
                           "from reminder.cli import main; main()", "bundle", "verify", str(bundle)],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "OK" in cli.stdout, cli.stderr
+
+
+def test_the_input_profile_holds_the_parity_images_and_the_input_size(bundles):
+    """The shapes a TensorRT engine of this bundle would accept (recorded for every bundle,
+    so ONNX Runtime's TensorRT provider gets them too)."""
+    from reminder.runtime.engines import EngineProfile
+
+    manifest = read_manifest(bundles[1])
+    profile = EngineProfile.from_json(manifest["input"]["profile"])
+    assert profile.opt_shape == (1, manifest["input"]["height"], manifest["input"]["width"])
+    assert manifest["parity"]["onnx"]["images"] > 0
+    assert profile.holds(64, 64) and profile.holds(manifest["input"]["height"], manifest["input"]["width"], 8)
+    assert profile.min_shape[1] <= 32 and profile.max_shape[1] >= 128

@@ -133,3 +133,14 @@ def test_dataset_missing_classes_of_the_setting(hand_voc, tmp_path):
                             backbone="tiny", batch_size=2, workers=0)
     with pytest.raises(ReminderError, match=r"step 1 \(16 pottedplant\) has no training image"):
         train_scenario(config, **SILENT)
+
+
+def test_tensors_are_read_on_the_cpu_then_moved(tmp_path):
+    """safetensors' own device="cuda" means cuda:0 on every DDP rank: load_tensors reads on
+    the CPU and moves the tensors (the meta device stands in for a GPU here)."""
+    from reminder.train.checkpoint import load_tensors, save_tensors
+
+    save_tensors(tmp_path / "fisher.safetensors", {"w": torch.ones(3)})
+    moved = load_tensors(tmp_path / "fisher.safetensors", torch.device("meta"))
+    assert moved["w"].device.type == "meta" and moved["w"].shape == (3,)
+    assert torch.equal(load_tensors(tmp_path / "fisher.safetensors")["w"], torch.ones(3))
