@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -28,6 +29,28 @@ from reminder.io import atomic_write, atomic_write_text
 
 BUNDLE_FORMAT = "reminder-bundle/1"
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 4 << 20
+# an archive is refused, before anything is written, when its manifest lists more than this
+MAX_BUNDLE_BYTES = int(os.environ.get("REMINDER_MAX_BUNDLE_BYTES", 16 << 30))
+# names and versions become folder and file names (installs, targets): plain words only
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
+
+
+def check_name(value, what: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``._+-``, starting with a letter or
+    digit, at most 128 characters: never ``.``, ``..``, a path or empty), else an error."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ReminderError(f"{what} {value!r} is not allowed: use letters, digits and . _ + - (starting with a "
+                            f"letter or digit, at most 128 characters)")
+    return value
+
+
+def check_file_name(value, what: str) -> str:
+    """``value`` if it is a plain file name inside the bundle (no folder, not hidden)."""
+    if not isinstance(value, str) or not _FILE.fullmatch(value):
+        raise ReminderError(f"{what} {value!r} must be a plain file name inside the bundle")
+    return value
 
 
 def sha256_file(path: str | Path) -> str:
@@ -47,15 +70,44 @@ def write_manifest(bundle: Path, manifest: dict) -> Path:
 
 
 def read_manifest(bundle: str | Path) -> dict:
+    """The manifest of a bundle folder, checked for shape (see :func:`check_manifest`)."""
     path = Path(bundle) / MANIFEST
     if not path.is_file():
         raise ReminderError(f"{bundle} is not a bundle: {MANIFEST} is missing")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ReminderError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ReminderError(f"{path} is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise ReminderError(f"{path} is not valid JSON: {str(error)[:200] or type(error).__name__}") from None
+    return check_manifest(manifest, path)
+
+
+def check_manifest(manifest, path) -> dict:
+    """Refuse a manifest that is not an object of this format, lacks what a loader reads,
+    names or versions that are not plain words, or lists files outside the bundle."""
+    if not isinstance(manifest, dict):
+        raise ReminderError(f"{path} must hold a JSON object, not {type(manifest).__name__}")
     if manifest.get("format") != BUNDLE_FORMAT:
         raise ReminderError(f"{path} has format {manifest.get('format')!r}; this reminder reads {BUNDLE_FORMAT}")
+    for key, kind in (("name", str), ("version", str), ("classes", list), ("input", dict), ("outputs", dict)):
+        if key not in manifest:
+            raise ReminderError(f"{path} has no {key!r}")
+        if not isinstance(manifest[key], kind):
+            raise ReminderError(f"{path}: {key!r} must be a {'list' if kind is list else kind.__name__}")
+    check_name(manifest["name"], f"{path}: name")
+    check_name(manifest["version"], f"{path}: version")
+    for entry in manifest["classes"]:
+        if not isinstance(entry, dict) or not {"id", "name", "color"} <= set(entry):
+            raise ReminderError(f"{path}: every class needs id, name and color")
+    for key in ("artifacts", "files"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise ReminderError(f"{path}: {key!r} must be an object")
+    for name, entry in listed_files(manifest).items():
+        check_file_name(name, f"{path}: file")
+        for field, kind in (("sha256", str), ("bytes", int)):
+            if not isinstance(entry.get(field), kind) or (field == "bytes" and entry[field] < 0):
+                raise ReminderError(f"{path}: {name} has no {field!r}")
     return manifest
 
 
@@ -65,8 +117,15 @@ def manifest_sha256(bundle: str | Path) -> str:
 
 def listed_files(manifest: dict) -> dict[str, dict]:
     """Every file the manifest hashes: relative path -> {sha256, bytes}."""
-    files = {entry["path"]: entry for entry in manifest.get("artifacts", {}).values()}
-    files.update(manifest.get("files", {}))
+    files = {}
+    for name, entry in manifest.get("artifacts", {}).items():
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise ReminderError(f"manifest artifact {name!r} has no 'path'")
+        files[entry["path"]] = entry
+    for name, entry in manifest.get("files", {}).items():
+        if not isinstance(entry, dict):
+            raise ReminderError(f"manifest file {name!r} has no 'sha256' and 'bytes'")
+        files[name] = entry
     return files
 
 
@@ -79,6 +138,8 @@ def verify_bundle(bundle: str | Path) -> dict:
     manifest = read_manifest(bundle)
     for relative, entry in listed_files(manifest).items():
         path = bundle / relative
+        if path.is_symlink():
+            raise ReminderError(f"bundle {bundle}: {relative} is a symbolic link; a bundle holds plain files only")
         if not path.is_file():
             raise ReminderError(f"bundle {bundle}: {relative} is missing")
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
@@ -91,7 +152,7 @@ def pack_bundle(bundle: str | Path, tar_path: str | Path) -> Path:
     """Verify ``bundle`` and write it as an uncompressed ``.tar`` (sorted, fixed metadata)."""
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
-    names = [MANIFEST] + sorted(listed_files(manifest))
+    names = [MANIFEST] + sorted(listed_files(manifest))  # the manifest first: unpacking reads it first
 
     def write(tmp: Path) -> None:
         with tarfile.open(tmp, "w") as tar:
@@ -109,8 +170,11 @@ def pack_bundle(bundle: str | Path, tar_path: str | Path) -> Path:
 def unpack_bundle(tar_path: str | Path, destination: str | Path) -> Path:
     """Extract a bundle ``.tar`` into ``destination`` (created; must not exist) and verify it.
 
-    Only regular files at the top level are accepted; extraction goes to a temporary
-    folder beside ``destination`` and is renamed into place once verified.
+    Accepted: an uncompressed tar whose first entry is ``manifest.json``, followed by the
+    regular, top-level files that manifest lists, each of the size it says. Anything else
+    (compressed, sparse, links, devices, folders, unlisted or oversized entries, more than
+    ``MAX_BUNDLE_BYTES`` in all) is refused before its data is written. Extraction goes to
+    a temporary folder beside ``destination``, renamed into place once verified.
     """
     tar_path, destination = Path(tar_path), Path(destination)
     if destination.exists():
@@ -119,15 +183,13 @@ def unpack_bundle(tar_path: str | Path, destination: str | Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
         try:
-            with tarfile.open(tar_path, "r") as tar:
-                for member in tar.getmembers():
-                    if not member.isfile() or "/" in member.name or member.name.startswith("."):
-                        raise ReminderError(f"{tar_path}: unexpected entry {member.name!r} in a bundle")
-                    source = tar.extractfile(member)
-                    with open(staging / member.name, "wb") as handle:
-                        shutil.copyfileobj(source, handle)
-                        handle.flush()
-                        os.fsync(handle.fileno())
+            with tarfile.open(tar_path, "r:") as tar:
+                _extract(tar, tar_path, staging)
+        except tarfile.ReadError as error:
+            compressed = tarfile.is_tarfile(tar_path)
+            raise ReminderError(f"cannot read bundle archive {tar_path}: " + (
+                "compressed archives are not accepted (unpack it, or pack with `reminder bundle pack`)"
+                if compressed else str(error))) from None
         except (tarfile.TarError, EOFError, OSError) as error:
             raise ReminderError(f"cannot read bundle archive {tar_path}: {error}") from None
         verify_bundle(staging)
@@ -136,6 +198,71 @@ def unpack_bundle(tar_path: str | Path, destination: str | Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return destination
+
+
+def _extract(tar: tarfile.TarFile, tar_path: Path, staging: Path) -> None:
+    expected: dict[str, dict] | None = None
+    for member in tar:
+        if not member.isreg() or member.issparse():
+            raise ReminderError(f"{tar_path}: entry {member.name!r} is not a regular file")
+        if expected is None:
+            if member.name != MANIFEST:
+                raise ReminderError(f"{tar_path}: {MANIFEST} must be the archive's first entry, found "
+                                    f"{member.name!r}")
+            if member.size > MAX_MANIFEST_BYTES:
+                raise ReminderError(f"{tar_path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+            _copy(tar, member, staging / MANIFEST)
+            expected = listed_files(read_manifest(staging))
+            total = sum(entry["bytes"] for entry in expected.values())
+            if total > MAX_BUNDLE_BYTES:
+                raise ReminderError(f"{tar_path}: its manifest lists {total} bytes, more than the "
+                                    f"{MAX_BUNDLE_BYTES} a bundle may hold (REMINDER_MAX_BUNDLE_BYTES)")
+            continue
+        entry = expected.pop(member.name, None)
+        if entry is None:
+            raise ReminderError(f"{tar_path}: entry {member.name!r} is not listed in its manifest (or repeats)")
+        if member.size != entry["bytes"]:
+            raise ReminderError(f"{tar_path}: {member.name} holds {member.size} bytes; the manifest says "
+                                f"{entry['bytes']}")
+        _copy(tar, member, staging / member.name)
+    if expected is None:
+        raise ReminderError(f"{tar_path} is empty: no {MANIFEST}")
+
+
+def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    source = tar.extractfile(member)
+    with open(target, "xb") as handle:
+        shutil.copyfileobj(source, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def check_output_folder(out: str | Path, name: str, *, protect=(), force: bool = False) -> Path:
+    """Refuse to write a bundle named ``name`` to ``out`` when that would destroy what this
+    program did not make: ``out`` may be missing, empty, or a bundle of the same name (the
+    same lineage, re-exported); anything else needs ``force``. ``out`` is never one of
+    ``protect`` (a parent bundle, a run folder) nor a folder that contains one, force or not."""
+    out = Path(out)
+    resolved = out.resolve()
+    for path in protect:
+        path = Path(path).resolve()
+        if resolved == path or resolved in path.parents:
+            raise ReminderError(f"--out {out} would replace {path}, which must be kept; choose another folder")
+    if not out.exists() and not out.is_symlink():
+        return out
+    if not out.is_dir() or out.is_symlink():
+        raise ReminderError(f"--out {out} exists and is not a folder")
+    if not any(out.iterdir()) or force:
+        return out
+    try:
+        existing = read_manifest(out)["name"]
+    except ReminderError:
+        existing = None
+    if existing != name:
+        what = f"bundle {existing!r}" if existing else "files that are not a bundle"
+        raise ReminderError(f"--out {out} holds {what}; a bundle named {name!r} replaces only a bundle of its own "
+                            f"name (pass --force to replace it anyway)")
+    return out
 
 
 def open_bundle(path: str | Path, workdir: str | Path | None = None) -> tuple[Path, dict]:

@@ -33,14 +33,15 @@ from reminder.cli.common import parse_list
 @click.option("--format", "formats", default=None, help="Formats to export (default: the parent's).")
 @click.option("--version", "version", default=None, help="Version of the new bundle (default: PARENT+NAMES).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
 def update_command(bundle, images, masks, classes, out, iterations, time_budget, batch_size, crop_size, lr,
-                   freeze_backbone, no_csw_kd, holdout, device, amp, formats, version, seed) -> None:
+                   freeze_backbone, no_csw_kd, holdout, device, amp, formats, version, seed, force) -> None:
     """Teach a bundle new classes from a few labelled frames, on the device (REMINDER losses)."""
     from reminder.update import UpdateOptions, format_report, update_bundle
 
     options = UpdateOptions(iterations=iterations, time_budget=time_budget, batch_size=batch_size,
                             crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, csw_kd=not no_csw_kd,
-                            holdout=holdout, device=device, amp=amp, seed=seed, version=version,
+                            holdout=holdout, device=device, amp=amp, seed=seed, version=version, force=force,
                             formats=tuple(parse_list(formats, "--format")) if formats else None)
     result = update_bundle(bundle, images=images, masks=masks, classes=list(classes), out=out, options=options,
                            log=lambda message: click.echo(message, err=True))

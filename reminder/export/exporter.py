@@ -14,7 +14,7 @@ from reminder.data.classes import voc_palette
 from reminder.data.samples import read_image
 from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reminder.errors import ReminderError
-from reminder.bundle import BUNDLE_FORMAT, file_entry, manifest_sha256, read_manifest, write_manifest
+from reminder.bundle import BUNDLE_FORMAT, check_name, check_output_folder, file_entry, manifest_sha256, read_manifest, write_manifest
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder
@@ -62,7 +62,7 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
                   parity_threshold: float = 0.999, parent: str | Path | None = None, name: str | None = None,
                   version: str | None = None, device: str = "cpu", trt_fp16: bool = False,
                   trt_profile: EngineProfile | None = None, trt_sizes: Sequence[tuple[int, int]] = (),
-                  trt_max_batch: int = 8, log: Callable[[str], None] = print) -> Path:
+                  trt_max_batch: int = 8, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Export step ``step`` (default: the last complete one) of ``run`` into bundle ``out``.
 
     Every artifact is checked against eager PyTorch; the bundle is written only if each
@@ -98,23 +98,31 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
         parity_set = _scenario_images(run, config, step, parity_images)
 
     manifest = _manifest(run, config, meta, step, module, name, version, parent)
+    protect = [run] + ([parent] if parent is not None and parent.exists() else [])
     files = {target: step_dir / source for source, target in (("model.safetensors", "checkpoint.safetensors"),
                                                               ("prototypes.safetensors", "prototypes.safetensors"))}
     return write_bundle(module, manifest, out=out, formats=chosen, parity_set=parity_set, files=files,
                         parity_threshold=parity_threshold, device=device, trt_fp16=trt_fp16,
-                        trt_profile=trt_profile, trt_sizes=trt_sizes, trt_max_batch=trt_max_batch, log=log)
+                        trt_profile=trt_profile, trt_sizes=trt_sizes, trt_max_batch=trt_max_batch,
+                        protect=protect, force=force, log=log)
 
 
 def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, formats, parity_set: list,
                  files: dict[str, Path], parity_threshold: float = 0.999, device: str = "cpu",
                  trt_fp16: bool = False, trt_profile: EngineProfile | None = None,
-                 trt_sizes: Sequence[tuple[int, int]] = (), trt_max_batch: int = 8,
-                 log: Callable[[str], None] = print) -> Path:
+                 trt_sizes: Sequence[tuple[int, int]] = (), trt_max_batch: int = 8, protect: Sequence[Path] = (),
+                 force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Export ``module`` in ``formats`` (parsed), copy ``files`` (bundle name -> source,
     skipped when the source is missing), check parity on ``parity_set`` and write the
     bundle ``out`` with ``manifest`` completed. Built in a staging folder beside ``out``
-    and moved into place only when complete: an interruption leaves no bundle."""
-    out = Path(out)
+    and moved into place only when complete: an interruption leaves no bundle.
+
+    ``out`` is checked first (:func:`reminder.bundle.check_output_folder`): it never is
+    or contains a path of ``protect``, and replaces only a bundle of the same name unless
+    ``force``. A bundle with no artifact (TensorRT asked for alone, where it is missing)
+    is not written."""
+    out = check_output_folder(out, check_name(manifest["name"], "bundle name"), protect=protect, force=force)
+    check_name(manifest["version"], "bundle version")
     if trt_profile is None:
         spec = manifest["input"]
         trt_profile = EngineProfile.covering([image.shape[:2] for image in parity_set] + list(trt_sizes),
@@ -127,6 +135,9 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
         metadata = {"reminder_manifest_version": manifest["version"], "classes": json.dumps(manifest["classes"]),
                     "step": str(manifest["step"]), "input": json.dumps(manifest["input"]), "output": module.output}
         _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log)
+        if not manifest["artifacts"]:
+            skipped = "; ".join(f"{k}: {v}" for k, v in manifest["skipped"].items())
+            raise ReminderError(f"no model was exported ({skipped}); no bundle written")
         for target, source in files.items():
             if Path(source).is_file():
                 shutil.copyfile(source, staging / target)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from reminder.bundle import open_bundle
+from reminder.bundle import check_name, check_output_folder, open_bundle
 from reminder.errors import ReminderError
 from reminder.update.frames import NewClass, class_colors, parse_class, read_frames, split_holdout
 from reminder.update.quality import measure_quality, peak_memory_mb
@@ -57,6 +57,7 @@ class UpdateOptions:
     formats: tuple[str, ...] | None = None  # default: the parent's
     version: str | None = None
     workers: int = 0
+    force: bool = False                  # replace an --out that holds something other than this bundle
 
 
 @dataclass
@@ -73,17 +74,29 @@ def _check_request(classes: Sequence[NewClass | str], options: UpdateOptions) ->
         raise ReminderError("a new class name is given twice")
     if options.iterations < 1 or options.batch_size < 1:
         raise ReminderError("iterations and batch size must be at least 1")
-    if not 0 <= options.holdout < 1:
-        raise ReminderError(f"holdout must be within 0..1, got {options.holdout}")
+    if not 0 <= options.holdout <= 0.9:
+        raise ReminderError(f"--holdout must be within 0..0.9 (a share of the frames), got {options.holdout}")
+    if options.lr is not None and not options.lr > 0:
+        raise ReminderError(f"--lr must be positive, got {options.lr}")
+    if options.time_budget is not None and not options.time_budget > 0:
+        raise ReminderError(f"--time-budget must be a positive number of seconds, got {options.time_budget}")
+    if options.crop_size is not None and options.crop_size < 16:
+        raise ReminderError(f"--crop-size must be at least 16 pixels, got {options.crop_size}")
     return classes
 
 
-def _open_parent(bundle: str | Path, out: Path) -> tuple[Path, dict]:
+def _open_parent(bundle: str | Path, out: Path, options: UpdateOptions) -> tuple[Path, dict, list[Path]]:
+    """The verified parent, and the paths ``out`` must never replace (the parent, as given
+    and unpacked), checked now, before any training."""
     source = Path(bundle)
     folder, manifest = open_bundle(source)
-    if out.resolve() == folder.resolve() or out.resolve() == source.resolve():
+    protect = [folder, source]
+    if out.resolve() in (folder.resolve(), source.resolve()):
         raise ReminderError("--out must differ from the parent bundle, which an update never modifies")
-    return folder, manifest
+    check_output_folder(out, manifest["name"], protect=protect, force=options.force)
+    if options.version is not None:
+        check_name(options.version, "--version")
+    return folder, manifest, protect
 
 
 def _seed(seed: int) -> None:
@@ -111,7 +124,7 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     started = time.perf_counter()
     classes = _check_request(classes, options)                                  # 1. the request
     out = Path(out)
-    folder, parent = _open_parent(bundle, out)
+    folder, parent, protect = _open_parent(bundle, out, options)
     device = resolve_device(options.device)
     amp = options.amp if options.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     _seed(options.seed)
@@ -122,8 +135,10 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     new_ids = list(range(num_old, len(table)))
     frames = read_frames(images, masks, [color for _, color in table], new_ids, log)
     train_frames, holdout = split_holdout(frames, options.holdout, options.seed)
+    if not train_frames:
+        raise ReminderError(f"--holdout {options.holdout} keeps all {len(frames)} frames out of training")
     crop = options.crop_size or min(512, int(parent["input"]["height"]))
-    lr = options.lr or (0.01 if options.freeze_backbone else 0.001)
+    lr = options.lr if options.lr is not None else (0.01 if options.freeze_backbone else 0.001)
     log(f"update {parent['name']} {parent['version']}: +{', '.join(c.name for c in classes)} from "
         f"{len(train_frames)} frames ({len(holdout)} held out), crop {crop}, {options.iterations} iterations "
         f"on {device}{' with a frozen backbone' if options.freeze_backbone else ''}")
@@ -160,5 +175,5 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     new_bank = merge_prototypes(bank, new_ids, prototypes, counts, len(table))  # 7. the new bundle
     manifest = child_manifest(parent, folder, table, classes, report, options.version)
     path = export_child(learner.student, new_bank, manifest, parent, out=out, frames=frames,
-                        formats=options.formats, log=log)
+                        formats=options.formats, protect=protect, force=options.force, log=log)
     return UpdateResult(path, report)

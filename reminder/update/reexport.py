@@ -4,6 +4,7 @@ report) and its export to the parent's formats through the exporter's ``write_bu
 from __future__ import annotations
 
 import copy
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,11 +18,11 @@ def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[
                    classes: Sequence[NewClass], report: dict, version: str | None) -> dict:
     """The new bundle's manifest: the parent's, with the classes added, the lineage pointing
     at the parent, and the update's report; artifacts are filled in by the export."""
-    added = [c.name for c in classes]
+    added = [re.sub(r"[^A-Za-z0-9._-]", "_", c.name) for c in classes]  # names may hold spaces
     manifest = {key: copy.deepcopy(value) for key, value in parent.items()
                 if key not in ("artifacts", "skipped", "files", "parity")}
     manifest.update({
-        "version": version or f"{parent['version']}+{'+'.join(added)}",
+        "version": version or f"{parent['version']}+{'+'.join(added)}"[:128],
         "step": int(parent.get("step", 0)) + 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "parent": {"version": parent["version"], "manifest_sha256": manifest_sha256(folder)},
@@ -38,7 +39,8 @@ def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[
 
 
 def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path, frames: Sequence[Frame],
-                 formats: Sequence[str] | None, log: Callable[[str], None]) -> Path:
+                 formats: Sequence[str] | None, protect: Sequence[Path] = (), force: bool = False,
+                 log: Callable[[str], None]) -> Path:
     """Weights, prototypes and the parent's formats (or ``formats``) into ``out``: staged,
     parity-checked on the frames, and renamed into place by ``write_bundle``."""
     from reminder.export.exporter import write_bundle
@@ -57,4 +59,5 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
         return write_bundle(module, manifest, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),
                             parity_set=[f.image for f in frames[:8]],
                             files={"checkpoint.safetensors": tmp / "checkpoint.safetensors",
-                                   "prototypes.safetensors": tmp / "prototypes.safetensors"}, log=log)
+                                   "prototypes.safetensors": tmp / "prototypes.safetensors"},
+                            protect=protect, force=force, log=log)

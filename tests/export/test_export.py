@@ -138,6 +138,11 @@ def test_missing_tensorrt_is_one_line_and_the_rest_exports(reminder_run, tmp_pat
     assert "tensorrt skipped: TensorRT is not installed" in result.output
     manifest = verify_bundle(tmp_path / "b")
     assert set(manifest["artifacts"]) == {"onnx"} and "tensorrt" in manifest["skipped"]
+    # TensorRT alone: nothing to run, so no bundle (verify would have called it OK)
+    alone = CliRunner().invoke(main, ["export", str(reminder_run), "--format", "tensorrt", "--out",
+                                      str(tmp_path / "t")])
+    assert alone.exit_code == 2 and "no model was exported (tensorrt: TensorRT is not installed" in alone.output
+    assert not (tmp_path / "t").exists() and not list(tmp_path.glob(".t.*"))
 
 
 def test_parity_failure_writes_no_bundle(reminder_run, tmp_path):
@@ -192,3 +197,31 @@ def test_the_input_profile_holds_the_parity_images_and_the_input_size(bundles):
     assert manifest["parity"]["onnx"]["images"] > 0
     assert profile.holds(64, 64) and profile.holds(manifest["input"]["height"], manifest["input"]["width"], 8)
     assert profile.min_shape[1] <= 32 and profile.max_shape[1] >= 128
+
+
+def test_out_never_wipes_what_the_export_did_not_make(reminder_run, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    result = CliRunner().invoke(main, ["export", str(reminder_run), "--out", str(mine)])
+    assert result.exit_code == 2 and "holds files that are not a bundle" in result.output
+    assert (mine / "thesis.tex").read_text() == "precious"
+    for out in (reminder_run, reminder_run.parent):
+        with pytest.raises(ReminderError, match="which must be kept"):
+            export_bundle(reminder_run, out=out, formats="onnx", force=True, **QUIET)
+    assert (reminder_run / "step0" / "model.safetensors").is_file()
+    first = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **QUIET)
+    assert export_bundle(reminder_run, out=first, formats="onnx", version="again", **QUIET) == first
+    assert read_manifest(first)["version"] == "again"
+    other = export_bundle(reminder_run, out=tmp_path / "o", formats="onnx", name="another", **QUIET)
+    with pytest.raises(ReminderError, match="holds bundle 'another'"):
+        export_bundle(reminder_run, out=other, formats="onnx", **QUIET)
+    forced = CliRunner().invoke(main, ["export", str(reminder_run), "--out", str(mine), "--force"])
+    assert forced.exit_code == 0 and not (mine / "thesis.tex").exists()
+
+
+@pytest.mark.parametrize("field, value", [("version", "../../x"), ("version", ".."), ("name", "a/b")])
+def test_names_and_versions_that_are_paths_are_refused_at_export(reminder_run, tmp_path, field, value):
+    with pytest.raises(ReminderError, match=f"bundle {field} {value!r} is not allowed"):
+        export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **{field: value}, **QUIET)
+    assert not (tmp_path / "b").exists()

@@ -203,3 +203,40 @@ def test_rgb_masks_and_old_class_labels(bundles, sheep_frames, tmp_path):
     assert (frame.labels[0] == 16).all() and (frame.labels[1] == 15).all()
     assert (frame.labels[2] == 255).all() and (frame.labels[3] == 0).all()
     assert log and "8 pixels in colours of no known class" in log[0]
+
+
+def test_out_never_wipes_what_the_update_did_not_make(bundles, sheep_frames, tmp_path):
+    """An --out that holds other files, or that contains the parent, is refused before any
+    training; an --out holding an earlier update of the same bundle is replaced."""
+    images, masks = _frames_copy(sheep_frames, tmp_path, count=8)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    with pytest.raises(ReminderError, match="holds files that are not a bundle"):
+        _update(bundles[0], images, masks, mine)
+    assert (mine / "notes.txt").read_text() == "precious"
+    parent = shutil.copytree(bundles[0], tmp_path / "models" / "parent")
+    for out in (tmp_path / "models", tmp_path):
+        with pytest.raises(ReminderError, match="which must be kept"):
+            _update(parent, images, masks, out, force=True)
+    assert verify_bundle(parent)
+    first = _update(parent, images, masks, tmp_path / "child").bundle
+    again = _update(parent, images, masks, first, seed=1).bundle
+    assert verify_bundle(again)["version"] == read_manifest(parent)["version"] + "+sheep"
+    forced = _update(parent, images, masks, mine, force=True).bundle
+    assert not (forced / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"holdout": 0.99}, "--holdout must be within 0..0.9"),
+    ({"lr": -1}, "--lr must be positive, got -1"),
+    ({"lr": 0}, "--lr must be positive, got 0"),
+    ({"time_budget": 0}, "--time-budget must be a positive number"),
+    ({"crop_size": 0}, "--crop-size must be at least 16"),
+    ({"version": "../../x"}, "--version '../../x' is not allowed"),
+])
+def test_bad_options_are_refused_before_training(bundles, sheep_frames, tmp_path, options, message):
+    images, masks = _frames_copy(sheep_frames, tmp_path, count=4)
+    with pytest.raises(ReminderError, match=message):
+        _update(bundles[0], images, masks, tmp_path / "o", **options)
+    assert not (tmp_path / "o").exists()
