@@ -15,7 +15,6 @@ Torch-free: devices verify, pack and unpack bundles with this module alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,8 +23,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from reminder.errors import ReminderError
-from reminder.io import atomic_write, atomic_write_text
+from reminder.errors import LocalError, ReminderError
+from reminder.io import atomic_write, atomic_write_text, sha256_file
 
 BUNDLE_FORMAT = "reminder-bundle/1"
 MANIFEST = "manifest.json"
@@ -51,14 +50,6 @@ def check_file_name(value, what: str) -> str:
     if not isinstance(value, str) or not _FILE.fullmatch(value):
         raise ReminderError(f"{what} {value!r} must be a plain file name inside the bundle")
     return value
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_entry(path: Path) -> dict:
@@ -190,8 +181,10 @@ def unpack_bundle(tar_path: str | Path, destination: str | Path) -> Path:
             raise ReminderError(f"cannot read bundle archive {tar_path}: " + (
                 "compressed archives are not accepted (unpack it, or pack with `reminder bundle pack`)"
                 if compressed else str(error))) from None
-        except (tarfile.TarError, EOFError, OSError) as error:
+        except (tarfile.TarError, EOFError) as error:
             raise ReminderError(f"cannot read bundle archive {tar_path}: {error}") from None
+        except OSError as error:  # the disk, not the archive
+            raise LocalError(f"cannot unpack bundle archive {tar_path} into {destination.parent}: {error}") from None
         verify_bundle(staging)
         os.replace(staging, destination)
     except BaseException:

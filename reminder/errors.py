@@ -6,3 +6,8 @@ class ReminderError(ValueError):
 
     The message names the file, folder or value and fits on one line.
     """
+
+
+class LocalError(ReminderError):
+    """A failure of this machine, not of the input: a full disk, a read-only folder. The
+    fleet never refuses a version for it; the next attempt may succeed."""

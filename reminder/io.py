@@ -6,10 +6,14 @@ version in place.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from reminder.errors import ReminderError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -51,3 +55,27 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: str | os.PathLike, *, kind: type = dict):
+    """The JSON in ``path``, which must be a ``kind``; a missing, unreadable or malformed
+    file is one error line that names it."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReminderError(f"{path} is missing") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise ReminderError(f"{path} is not valid JSON ({str(error)[:120] or type(error).__name__}); it was "
+                            f"damaged: restore it, or delete the folder it describes and run again") from None
+    if not isinstance(value, kind):
+        raise ReminderError(f"{path} must hold a JSON {kind.__name__}, not {type(value).__name__}")
+    return value

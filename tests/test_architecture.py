@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reminder"
 BASE = {"errors", "io", "progress"}
 ALLOWED = {
     "errors": set(),
-    "io": set(),
+    "io": {"errors"},
     "progress": set(),
     "bundle": {"errors", "io"},
     "runtime": {"errors", "io", "bundle"},

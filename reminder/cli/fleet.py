@@ -14,34 +14,44 @@ def fleet() -> None:
 
 
 @fleet.command("init")
-@click.option("--repo", type=click.Path(path_type=Path), required=True, help="Repository folder to create.")
-def fleet_init(repo: Path) -> None:
+@click.option("--repo", type=click.Path(path_type=Path), required=True,
+              help="Repository folder to create: serve exactly this folder (it holds nothing secret).")
+@click.option("--keys", type=click.Path(path_type=Path), default=None,
+              help="Folder of the private keys, outside the served repository (default: REPO.keys beside it).")
+def fleet_init(repo: Path, keys: Path | None) -> None:
     """Create the four role keys and signed metadata; print the root devices must trust."""
     from reminder.fleet import init_repository
+    from reminder.fleet.repository import keys_folder
 
-    root = init_repository(repo)
-    click.echo(f"repository in {repo}; give devices {root} as --trusted-root, and keep {repo / 'keys' / 'root.pem'} "
-               f"offline")
+    root = init_repository(repo, keys=keys)
+    click.echo(f"repository in {repo} (serve this folder); keys in {keys_folder(repo, keys)}; give devices {root} "
+               f"as --trusted-root, and keep root.pem offline")
 
 
 @fleet.command("publish")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--repo", type=click.Path(path_type=Path), required=True)
 @click.option("--channel", default="stable", show_default=True)
-def fleet_publish(bundle: Path, repo: Path, channel: str) -> None:
+@click.option("--keys", type=click.Path(path_type=Path), default=None,
+              help="Folder of the private keys, outside the served repository (default: REPO.keys beside it).")
+@click.option("--reset-classes", is_flag=True,
+              help="Devices accept this bundle even though its classes do not extend theirs.")
+def fleet_publish(bundle: Path, repo: Path, channel: str, keys: Path | None, reset_classes: bool) -> None:
     """Add a bundle (folder or .tar) to a channel as its newest version."""
     from reminder.fleet import publish
 
-    publish(repo, bundle, channel=channel, log=click.echo)
+    publish(repo, bundle, channel=channel, keys=keys, reset_classes=reset_classes, log=click.echo)
 
 
 @fleet.command("resign")
 @click.option("--repo", type=click.Path(path_type=Path), required=True)
-def fleet_resign(repo: Path) -> None:
+@click.option("--keys", type=click.Path(path_type=Path), default=None,
+              help="Folder of the private keys, outside the served repository (default: REPO.keys beside it).")
+def fleet_resign(repo: Path, keys: Path | None) -> None:
     """Sign a fresh timestamp (daily, when nothing is published, so devices do not refuse it as expired)."""
     from reminder.fleet import resign_timestamp
 
-    resign_timestamp(repo, log=click.echo)
+    resign_timestamp(repo, keys=keys, log=click.echo)
 
 
 @fleet.command("sync")
@@ -52,11 +62,17 @@ def fleet_resign(repo: Path) -> None:
 @click.option("--channel", default="stable", show_default=True)
 @click.option("--keep", type=int, default=3, show_default=True, help="Installed versions kept for rollback.")
 @click.option("--watch", type=float, default=None, metavar="SECONDS", help="Sync again every SECONDS.")
-def fleet_sync(url, trusted_root, install_dir, channel, keep, watch) -> None:
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait for another sync on the same install folder, or stop at once.")
+@click.option("--deadline", type=float, default=60.0, show_default=True,
+              help="Seconds each download may take, plus its size at --min-rate.")
+@click.option("--min-rate", type=float, default=50_000.0, show_default=True, help="Slowest download (bytes/s).")
+def fleet_sync(url, trusted_root, install_dir, channel, keep, watch, wait, deadline, min_rate) -> None:
     """Fetch, verify, smoke-test and install the channel's newest bundle; switch atomically."""
     from reminder import fleet as fleet_module
 
-    options = dict(url=url, trusted_root=trusted_root, channel=channel, keep=keep, log=click.echo)
+    options = dict(url=url, trusted_root=trusted_root, channel=channel, keep=keep, wait=wait, deadline=deadline,
+                   min_rate=min_rate, log=click.echo)
     if watch:
         fleet_module.watch(install_dir, every=watch, **options)
     else:
@@ -79,7 +95,7 @@ def fleet_status(install_dir: Path, as_json: bool) -> None:
     """Installed and previous versions, and the last sync's time and result."""
     from reminder.fleet import read_status
 
-    status = read_status(install_dir)
+    status = read_status(install_dir, log=lambda message: click.echo(message, err=True))
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return

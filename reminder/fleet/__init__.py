@@ -5,7 +5,8 @@
 back, status). See ``docs/fleet.md``.
 """
 
-from reminder.fleet.device import read_status, rollback, smoke_test, sync, watch
+from reminder.fleet.device import rollback, smoke_test, sync, watch
+from reminder.fleet.status import read_status
 from reminder.fleet.repository import init_repository, publish, resign_timestamp
 
 __all__ = ["init_repository", "publish", "read_status", "resign_timestamp", "rollback", "smoke_test", "sync",

@@ -9,7 +9,8 @@ signing scheme.
 Repository (static files; any HTTP server, CDN or object store serves ``metadata/`` and
 ``targets/``)::
 
-    REPO/keys/<role>.pem            private keys (move root.pem offline after init)
+    REPO.keys/<role>.pem            private keys, OUTSIDE the served folder (--keys; mode 0700,
+                                    files 0600; move root.pem offline after init)
     REPO/metadata/<v>.root.json     root history; timestamp.json; <v>.snapshot.json; <v>.targets.json
     REPO/targets/channels/<channel>/<sha256>.<name>-<version>.tar     bundles (consistent snapshots)
     REPO/targets/channels/<channel>/<sha256>.latest.json               the channel's newest bundle
@@ -57,34 +58,68 @@ def _write_metadata(path: Path, metadata) -> None:
     atomic_write(path, lambda tmp: metadata.to_file(str(tmp), serializer(compact=False)))
 
 
-def _load_signer(repo: Path, role: str):
+def default_keys(repo: Path) -> Path:
+    """Where a repository's private keys live unless told: a folder beside it, never in it."""
+    return repo.parent / f"{repo.name}.keys"
+
+
+def keys_folder(repo: Path, keys: str | Path | None) -> Path:
+    """The keys folder, refused when it lies inside the repository (which is served as it
+    is, so its keys would be too) or when the repository holds keys of an older layout."""
+    keys = Path(keys) if keys is not None else default_keys(repo)
+    inside = keys.resolve() == repo.resolve() or repo.resolve() in keys.resolve().parents
+    stray = sorted(str(p) for p in repo.rglob("*.pem")) if repo.is_dir() else []
+    if inside or stray:
+        raise ReminderError(f"private keys are inside the repository {repo} ({keys if inside else stray[0]}), which "
+                            f"is served as it is: move them to {default_keys(repo)} (or a folder given with --keys)")
+    return keys
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """A private file, mode 0600 from its first byte (mkstemp), written atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_signer(keys: Path, role: str):
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
     from securesystemslib.signer import CryptoSigner
 
-    path = repo / "keys" / f"{role}.pem"
+    path = keys / f"{role}.pem"
     if not path.is_file():
         raise ReminderError(f"the {role} key {path} is not here" +
                             (" (kept offline: bring it back to change the root)" if role == "root" else ""))
     return CryptoSigner(load_pem_private_key(path.read_bytes(), password=None))
 
 
-def init_repository(repo: str | Path, *, expires: dict | None = None) -> Path:
-    """Keys for the four roles and version 1 of every metadata file; returns the
-    ``root.json`` that devices must be given as their trusted root."""
+def init_repository(repo: str | Path, *, keys: str | Path | None = None, expires: dict | None = None) -> Path:
+    """Keys for the four roles (in ``keys``, default ``REPO.keys`` beside the repository)
+    and version 1 of every metadata file; returns the ``root.json`` that devices must be
+    given as their trusted root. The repository folder holds nothing secret: serve it."""
     from securesystemslib.signer import CryptoSigner
 
     metadata, _ = _tuf()
     repo = Path(repo)
     if (repo / "metadata" / "root.json").exists():
         raise ReminderError(f"{repo} already holds a repository (metadata/root.json exists)")
-    (repo / "keys").mkdir(parents=True, exist_ok=True)
-    (repo / "metadata").mkdir(exist_ok=True)
+    keys = keys_folder(repo, keys)
+    if keys.exists() and any(keys.iterdir()):
+        raise ReminderError(f"the keys folder {keys} is not empty; keys are never overwritten")
+    keys.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys.chmod(0o700)
+    (repo / "metadata").mkdir(parents=True, exist_ok=True)
     (repo / "targets").mkdir(exist_ok=True)
     signers = {role: CryptoSigner.generate_ed25519() for role in ROLES}
     for role, signer in signers.items():
-        path = repo / "keys" / f"{role}.pem"
-        atomic_write(path, lambda tmp, s=signer: tmp.write_bytes(s.private_bytes))
-        path.chmod(0o600)
+        _write_secret(keys / f"{role}.pem", signer.private_bytes)
     root = metadata.Root(expires=_expiry("root", expires), consistent_snapshot=True)
     for role, signer in signers.items():
         root.add_key(signer.public_key, role)
@@ -109,10 +144,14 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
 
 
-def _store_target(repo: Path, target_path: str, source: Path):
-    """Copy ``source`` to its consistent-snapshot name; return its TargetFile."""
+def _target_info(target_path: str, source: Path):
     metadata, _ = _tuf()
-    info = metadata.TargetFile.from_file(target_path, str(source), ["sha256"])
+    return metadata.TargetFile.from_file(target_path, str(source), ["sha256"])
+
+
+def _store_target(repo: Path, info, source: Path):
+    """Copy ``source`` to the consistent-snapshot name of ``info``; return ``info``."""
+    target_path = info.path
     folder, name = os.path.split(target_path)
     destination = repo / "targets" / folder / f"{info.hashes['sha256']}.{name}"
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -120,17 +159,38 @@ def _store_target(repo: Path, target_path: str, source: Path):
     return info
 
 
-def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", expires: dict | None = None,
-            log: Callable[[str], None] = print) -> dict:
+def _check_republish(targets, info, version: str, channel: str) -> None:
+    """A version is published once: the same content again is harmless, other content is
+    refused (a device that has the version would never see it, a new one would)."""
+    existing = targets.signed.targets.get(info.path)
+    if existing is not None and existing.hashes.get("sha256") != info.hashes["sha256"]:
+        raise ReminderError(f"{version} is already published with other content on channel {channel}; "
+                            f"give the new bundle another version")
+
+
+def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", keys: str | Path | None = None,
+            reset_classes: bool = False, expires: dict | None = None, log: Callable[[str], None] = print) -> dict:
     """Add ``bundle`` (folder or .tar) to ``channel`` as its newest version; re-sign targets,
-    snapshot and timestamp (timestamp last, so clients never see a half publish)."""
-    metadata, _ = _tuf()
+    snapshot and timestamp (timestamp last, so clients never see a half publish).
+
+    Devices refuse a bundle whose classes do not extend the ones they run unless it is
+    published with ``reset_classes`` (a deliberate change of class list)."""
+    import fcntl
+
     repo = Path(repo)
     if not (repo / "metadata" / "targets.json").is_file():
         raise ReminderError(f"{repo} is not a repository: run `reminder fleet init --repo {repo}` first")
     if not re.fullmatch(r"[A-Za-z0-9._-]+", channel):
         raise ReminderError(f"channel {channel!r} may use letters, digits, '.', '_' and '-' only")
-    signers = {role: _load_signer(repo, role) for role in ("targets", "snapshot", "timestamp")}
+    keys = keys_folder(repo, keys)
+    with open(keys / ".publish.lock", "a") as lock:  # one publisher at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _publish(repo, bundle, channel, keys, reset_classes, expires, log)
+
+
+def _publish(repo: Path, bundle, channel: str, keys: Path, reset_classes: bool, expires, log) -> dict:
+    metadata, _ = _tuf()
+    signers = {role: _load_signer(keys, role) for role in ("targets", "snapshot", "timestamp")}
     with tempfile.TemporaryDirectory(prefix="reminder-publish-") as tmp:
         folder, manifest = open_bundle(bundle, tmp)
         tar = pack_bundle(folder, Path(tmp) / "bundle.tar")
@@ -139,14 +199,16 @@ def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", ex
         sequence = 1 + max((t.unrecognized_fields.get("custom", {}).get("sequence", 0)
                             for path, t in targets.signed.targets.items() if path.startswith(prefix)), default=0)
         target_path = f"{prefix}{safe_name(manifest['name'])}-{safe_name(manifest['version'])}.tar"
-        info = _store_target(repo, target_path, tar)
-        custom = {"name": manifest["name"], "version": manifest["version"], "step": manifest["step"],
+        info = _target_info(target_path, tar)
+        _check_republish(targets, info, manifest["version"], channel)
+        _store_target(repo, info, tar)
+        custom = {"name": manifest["name"], "version": manifest["version"], "step": manifest.get("step"),
                   "classes": [c["name"] for c in manifest["classes"]], "channel": channel, "sequence": sequence,
-                  "parent": manifest.get("parent")}
+                  "parent": manifest.get("parent"), "reset_classes": bool(reset_classes)}
         info.unrecognized_fields["custom"] = custom
         latest = Path(tmp) / "latest.json"
         latest.write_text(json.dumps({"target": target_path, **custom}, indent=2))
-        index = _store_target(repo, f"{prefix}latest.json", latest)
+        index = _store_target(repo, _target_info(f"{prefix}latest.json", latest), latest)
     targets.signed.targets[target_path] = info
     targets.signed.targets[f"{prefix}latest.json"] = index
     targets.signed.version += 1
@@ -172,7 +234,7 @@ def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", ex
     return custom | {"target": target_path}
 
 
-def resign_timestamp(repo: str | Path, *, expires: dict | None = None,
+def resign_timestamp(repo: str | Path, *, keys: str | Path | None = None, expires: dict | None = None,
                      log: Callable[[str], None] = print) -> int:
     """A new timestamp version with a fresh expiry, for the days nothing is published
     (run it daily, e.g. from cron; devices refuse an expired timestamp)."""
@@ -184,7 +246,7 @@ def resign_timestamp(repo: str | Path, *, expires: dict | None = None,
     timestamp = metadata.Metadata.from_file(str(path))
     timestamp.signed.version += 1
     timestamp.signed.expires = _expiry("timestamp", expires)
-    timestamp.sign(_load_signer(repo, "timestamp"))
+    timestamp.sign(_load_signer(keys_folder(repo, keys), "timestamp"))
     _write_metadata(path, timestamp)
     log(f"timestamp v{timestamp.signed.version} signed, expires {timestamp.signed.expires.isoformat()}")
     return timestamp.signed.version

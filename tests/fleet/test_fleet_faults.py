@@ -1,0 +1,242 @@
+"""The hostile audit's fleet failures, each reproduced against a real repository served on
+127.0.0.1: paths from versions, served keys, another class list, re-published versions,
+concurrent syncs, slow servers, corrupt state, and the download folder that grew."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import stat
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from fleet_helpers import QUIET, _current, _device, _renamed, _still_on, _version
+from fleet_helpers import installed, server  # noqa: F401  (fixtures)
+from reminder import bundle as bundle_format
+from reminder import fleet
+from reminder.bundle import read_manifest, write_manifest
+from reminder.errors import ReminderError
+
+
+def _publish_unchecked(monkeypatch, repo, bundle, **options):
+    """Publish as a compromised or older publisher would: without this version's name checks."""
+    with monkeypatch.context() as patch:
+        patch.setattr(bundle_format, "check_name", lambda value, what: value)
+        return fleet.publish(repo, bundle, **QUIET, **options)
+
+
+@pytest.mark.parametrize("version", ["..", "../../victim"])
+def test_a_version_that_is_a_path_is_refused_on_publish_and_on_the_device(installed, bundles, tmp_path,
+                                                                           monkeypatch, version):
+    httpd, repo, url, device, old = installed
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    evil = _renamed(bundles[0], tmp_path, "evil")
+    manifest = read_manifest(evil)
+    manifest["version"] = version
+    (evil / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ReminderError, match="version"):
+        fleet.publish(repo, evil, **QUIET)
+    _publish_unchecked(monkeypatch, repo, evil)
+    with pytest.raises(ReminderError, match="version"):
+        _device(device, url, repo)
+    _still_on(device, old)
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert (device / "versions" / old / "manifest.json").is_file()
+
+
+def test_keys_are_not_in_the_served_folder(server, bundles, tmp_path):
+    httpd, repo, url = server
+    fleet.init_repository(repo)
+    keys = repo.parent / f"{repo.name}.keys"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        assert stat.S_IMODE((keys / f"{role}.pem").stat().st_mode) == 0o600
+    assert not list(repo.rglob("*.pem"))
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"{url}/keys/targets.pem")
+    fleet.publish(repo, bundles[0], **QUIET)  # finds its keys beside the repository
+    assert not list(repo.rglob("*.pem"))
+
+
+def test_a_repository_with_keys_inside_is_refused_until_they_move(server, bundles, tmp_path):
+    httpd, repo, url = server
+    with pytest.raises(ReminderError, match="inside the repository"):
+        fleet.init_repository(repo, keys=repo / "keys")
+    fleet.init_repository(repo)
+    keys = repo.parent / f"{repo.name}.keys"
+    keys.rename(repo / "keys")  # the layout of older releases: keys in the served folder
+    with pytest.raises(ReminderError, match="private keys are inside the repository"):
+        fleet.publish(repo, bundles[0], **QUIET)
+    (repo / "keys").rename(keys)
+    fleet.publish(repo, bundles[0], **QUIET)
+
+
+def _reclassed(bundle, tmp_path, version, names):
+    copy = _renamed(bundle, tmp_path, version)
+    manifest = read_manifest(copy)
+    for entry, name in zip(manifest["classes"], names):
+        entry["name"] = name
+    write_manifest(copy, manifest)
+    return copy
+
+
+def test_a_bundle_with_another_class_list_is_refused_unless_marked_a_reset(installed, bundles, tmp_path):
+    httpd, repo, url, device, old = installed
+    names = [f"thing{i}" for i in range(len(read_manifest(bundles[0])["classes"]))]
+    fleet.publish(repo, _reclassed(bundles[0], tmp_path, "other", names), **QUIET)
+    with pytest.raises(ReminderError, match="classes do not extend the installed"):
+        _device(device, url, repo)
+    _still_on(device, old)
+    assert fleet.read_status(device)["last_sync"]["result"] == "refused"
+    fleet.publish(repo, _reclassed(bundles[0], tmp_path, "reset", names), reset_classes=True, **QUIET)
+    assert _device(device, url, repo)["installed"] == "reset"
+
+
+def test_republishing_a_version_with_other_content_is_refused(installed, bundles, tmp_path, monkeypatch):
+    httpd, repo, url, device, old = installed
+    other = _renamed(bundles[1], tmp_path, old)  # same version, other weights
+    with pytest.raises(ReminderError, match=f"{old} is already published with other content"):
+        fleet.publish(repo, other, **QUIET)
+    fleet.publish(repo, bundles[0], **QUIET)  # the same content again is harmless
+    monkeypatch.setattr(fleet.repository, "_check_republish", lambda *args: None)
+    fleet.publish(repo, other, **QUIET)
+    with pytest.raises(ReminderError, match="other content than the installed"):
+        _device(device, url, repo)
+    _still_on(device, old)
+
+
+def test_a_second_sync_waits_for_the_first_or_says_it_runs(installed, bundles, tmp_path):
+    httpd, repo, url, device, old = installed
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    lock = open(device / ".sync.lock", "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    with pytest.raises(ReminderError, match="another sync is running"):
+        _device(device, url, repo, wait=False)
+    threading.Timer(1.0, lambda: (fcntl.flock(lock, fcntl.LOCK_UN), lock.close())).start()
+    started = time.monotonic()
+    assert _device(device, url, repo)["installed"] == "B"
+    assert time.monotonic() - started >= 0.9
+
+
+def test_concurrent_syncs_never_refuse_a_good_version(installed, bundles, tmp_path):
+    httpd, repo, url, device, old = installed
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    errors = []
+
+    def one():
+        try:
+            _device(device, url, repo)
+        except ReminderError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    status = fleet.read_status(device)
+    assert not errors and status["installed"] == "B" and not status.get("refused")
+    assert _current(device) == "versions/B"
+
+
+def test_a_local_failure_does_not_refuse_the_version(installed, bundles, tmp_path, monkeypatch):
+    httpd, repo, url, device, old = installed
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    real = os.replace
+    failed = []
+
+    def flaky(source, target):
+        if str(target).endswith("versions/B") and not failed:
+            failed.append(target)
+            raise OSError(28, "No space left on device")
+        return real(source, target)
+
+    monkeypatch.setattr(fleet.device.os, "replace", flaky)
+    with pytest.raises(ReminderError, match="No space left"):
+        _device(device, url, repo)
+    assert "B" not in fleet.read_status(device).get("refused", [])
+    monkeypatch.setattr(fleet.device.os, "replace", real)
+    assert _device(device, url, repo)["installed"] == "B"
+
+
+def test_a_resync_of_the_installed_version_never_removes_it(installed, bundles, tmp_path):
+    httpd, repo, url, device, old = installed
+    (device / "status.json").unlink()  # the device lost track of what it runs
+    status = _device(device, url, repo)
+    assert status["installed"] == old and _current(device) == f"versions/{old}"
+    assert (device / "versions" / old / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", ""])
+def test_a_corrupt_status_is_rebuilt(installed, bundles, tmp_path, content):
+    httpd, repo, url, device, old = installed
+    (device / "status.json").write_text(content)
+    messages = []
+    status = fleet.read_status(device, log=messages.append)
+    assert status["installed"] == old and "rebuilt" in messages[0]
+    (device / "status.json").write_text(content)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    assert _device(device, url, repo)["installed"] == "B"
+    (device / "status.json").write_text(content)
+    assert fleet.rollback(device, **QUIET)["installed"] in (old, "B")
+
+
+def test_downloads_are_pruned(installed, bundles, tmp_path):
+    httpd, repo, url, device, old = installed
+    for i in range(5):
+        fleet.publish(repo, _renamed(bundles[0], tmp_path, f"v{i}"), **QUIET)
+        _device(device, url, repo, keep=2)
+    assert len(list((device / "downloads").glob("*.tar"))) <= 2
+    assert len([p for p in (device / "versions").iterdir()]) <= 2
+
+
+class _Drip(BaseHTTPRequestHandler):
+    """A server that answers every request slowly: one byte at a time."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(100000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def test_a_slow_server_hits_the_download_deadline(installed, bundles, tmp_path):
+    httpd, repo, url, device, old = installed
+    drip = ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    drip.daemon_threads = True
+    threading.Thread(target=drip.serve_forever, daemon=True).start()
+    slow = f"http://127.0.0.1:{drip.server_address[1]}"
+    started = time.monotonic()
+    with pytest.raises(ReminderError, match="too slowly"):
+        fleet.sync(device, url=slow, deadline=2.0, min_rate=1000, **QUIET)
+    assert time.monotonic() - started < 20
+    _still_on(device, old)
+    drip.shutdown()
+
+
+def test_a_server_that_is_down_is_named(installed, tmp_path):
+    httpd, repo, url, device, old = installed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ReminderError, match=f"caused by ConnectionRefusedError.*127.0.0.1:{port}"):
+        fleet.sync(device, url=f"http://127.0.0.1:{port}", **QUIET)
+    _still_on(device, old)
