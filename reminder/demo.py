@@ -148,8 +148,8 @@ def _fleet(out: Path, bundles: list[Path], echo) -> dict:
             pass
 
     repo, device = out / "fleet-repo", out / "fleet-device"
-    shutil.rmtree(repo, ignore_errors=True)
-    shutil.rmtree(device, ignore_errors=True)
+    for folder in (repo, device, repo.parent / f"{repo.name}.keys"):  # the demo's own, made afresh each time
+        shutil.rmtree(folder, ignore_errors=True)
     root = fleet.init_repository(repo)
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(repo)))
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 from pathlib import Path
 
 import click
 
 from reminder.cli.common import parse_list, parse_size
+from reminder.errors import ReminderError
 
 
 class _StatusLine:
@@ -43,6 +46,24 @@ class _StatusLine:
             self.width = 0
 
 
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(stream):
+    """SIGTERM ends the stream as Ctrl-C does: outputs are closed (a video stays readable)."""
+    def stop(signum, frame):
+        stream.summary.interrupted = True
+        stream.stop()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("run")
@@ -84,7 +105,8 @@ def run_command(bundle, sources, out, save, view, alpha, backend, size, resize, 
                     size=parse_size(size) if size else None, resize=resize, threads=threads)
     line.log(f"{stream.predictor.version}: {len(stream.predictor.classes)} classes on {stream.predictor.backend_name}; "
              f"sources: {', '.join(s.description for s in stream.sources)}")
-    summary = stream.run()
+    with _stop_on_sigterm(stream):  # systemd and Docker stop services with SIGTERM: finish the outputs
+        summary = stream.run()
     line.clear()
     dropped = sum(summary.dropped.values())
     skipped = sum(summary.skipped.values())
@@ -93,6 +115,8 @@ def run_command(bundle, sources, out, save, view, alpha, backend, size, resize, 
                f"version {' -> '.join(summary.versions)}" + (" (interrupted)" if summary.interrupted else ""))
     if out and saves:
         click.echo(f"outputs in {out}")
+    if summary.total == 0 and not summary.interrupted:
+        raise ReminderError(f"no frame was processed ({skipped} skipped); see the messages above")
 
 
 @click.command("bench")

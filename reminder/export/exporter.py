@@ -14,6 +14,7 @@ from reminder.data.classes import voc_palette
 from reminder.data.samples import read_image
 from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reminder.errors import ReminderError
+from reminder.io import read_json
 from reminder.bundle import BUNDLE_FORMAT, check_name, check_output_folder, file_entry, manifest_sha256, read_manifest, write_manifest
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
@@ -170,7 +171,7 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
     dataset_ids = [0] + list(meta["order"])
     classes = [{"id": i, "name": n, "color": list(palette[dataset_ids[i]])} for i, n in enumerate(meta["classes"])]
     size = config.eval_size or config.crop_size
-    metrics = json.loads((run / f"step{step}" / "metrics.json").read_text())
+    metrics = read_json(run / f"step{step}" / "metrics.json")
     manifest = {
         "format": BUNDLE_FORMAT, "name": name or f"{config.dataset}-{config.setting}-{config.method}",
         "version": version or f"{run.name}-step{step}", "step": step,

@@ -28,6 +28,7 @@ from reminder.runtime.backends import select_backend
 from reminder.runtime.overlay import render
 
 RESIZE_MODES = ("letterbox", "fit", "stretch", "none")
+MIN_SIZE, MAX_SIZE = 16, 8192  # network input per side: below, the model has nothing left; above, no memory
 
 
 @dataclass
@@ -97,8 +98,9 @@ class Predictor:
         elif isinstance(size, int):
             size = (size, size)
         self.size = (int(size[0]), int(size[1]))
-        if min(self.size) < 1:
-            raise ReminderError(f"input size must be positive, got {size}")
+        if min(self.size) < MIN_SIZE or max(self.size) > MAX_SIZE:
+            raise ReminderError(f"input size {self.size[0]}x{self.size[1]} is outside {MIN_SIZE}..{MAX_SIZE} pixels "
+                                f"per side")
         self.resize, self.color, self.with_confidence = resize, color, confidence
         self.max_batch = check_profile(getattr(self.backend, "profile", None), self.size, resize,
                                        getattr(self.backend, "path", self.path))
@@ -205,6 +207,8 @@ class Predictor:
     def predict(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[Prediction]:
         """One frame ``(H, W, 3)``, a batch ``(B, H, W, 3)`` or a list of frames of any sizes
         (uint8, in this predictor's ``color`` order) -> one :class:`Prediction` per frame."""
+        if frames is None:
+            raise ReminderError("no frame given (None): cv2.imread returns None for a file it cannot read")
         if isinstance(frames, np.ndarray) and frames.ndim == 3:
             frames = [frames]
         elif isinstance(frames, np.ndarray) and frames.ndim == 4:
@@ -250,10 +254,13 @@ def check_profile(profile, size: tuple[int, int], resize: str, engine: Path) -> 
 
 def resolve_bundle(path: str | Path) -> Path:
     """A bundle folder or ``.tar`` as given; an install folder (``current`` inside, no
-    ``manifest.json``) -> its ``current`` bundle."""
+    ``manifest.json``) -> the bundle ``current`` points at, resolved once: every file is
+    then read from that one version even if ``current`` switches meanwhile."""
+    import os
+
     path = Path(path)
     if path.is_dir() and not (path / "manifest.json").exists() and (path / "current").exists():
-        return path / "current"
+        return Path(os.path.realpath(path / "current"))
     if not path.exists():
         raise ReminderError(f"bundle {path} does not exist")
     return path

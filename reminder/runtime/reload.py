@@ -20,7 +20,7 @@ class Reloader:
         self.signature = self._signature()
         self.checked = time.monotonic()
         self.thread: threading.Thread | None = None
-        self.result: tuple[Predictor | None, str | None] | None = None
+        self.result: tuple[Predictor | None, str | None, Path] | None = None
 
     def _signature(self):
         try:
@@ -30,15 +30,29 @@ class Reloader:
             return None
         return str(target), stat.st_ino, stat.st_mtime_ns, stat.st_size
 
-    def _load(self) -> None:
-        try:
-            self.result = (self.make(self.path), None)
-        except Exception as error:  # any failure keeps the running model
-            self.result = (None, f"{type(error).__name__}: {error}" if not isinstance(error, ReminderError)
-                           else str(error))
+    def _load(self, attempts: int = 3) -> None:
+        """Load the bundle the path resolves to now. A failure counts only if the path
+        still resolves to the same bundle: an install that switched ``current`` again
+        while it loaded is loaded again (up to ``attempts`` times), not reported broken."""
+        target = None
+        for _ in range(attempts):
+            try:
+                target = resolve_bundle(self.path)
+                self.result = (self.make(target), None, target)
+                return
+            except Exception as error:  # any failure keeps the running model
+                message = str(error) if isinstance(error, ReminderError) else f"{type(error).__name__}: {error}"
+                self.result = (None, message, target if target is not None else self.path)
+                try:
+                    moved = resolve_bundle(self.path) != target
+                except ReminderError:
+                    moved = False
+                if not moved:
+                    return
 
-    def poll(self) -> tuple[Predictor | None, str | None] | None:
-        """``(new predictor, None)`` or ``(None, error)`` once a reload finished, else None."""
+    def poll(self) -> tuple[Predictor | None, str | None, Path] | None:
+        """``(new predictor, None, bundle)`` or ``(None, error, bundle)`` once a reload
+        finished, else None; ``bundle`` is the resolved folder that was loaded."""
         if self.thread is not None:
             if self.thread.is_alive():
                 return None

@@ -37,12 +37,15 @@ class ImageSource:
         self.position = 0
         self.fps = None
         self.name = ""
+        self.warning = None
 
     def open(self) -> None:
         pass
 
     def read(self) -> np.ndarray | None:
-        """The next image (BGR uint8), ``None`` when that file cannot be decoded."""
+        """The next image (BGR uint8), ``None`` when that file cannot be decoded.
+        ``warning`` says what was wrong with a file that decoded anyway (a truncated JPEG
+        decodes, grey below the cut)."""
         import cv2
 
         if self.position >= len(self.paths):
@@ -50,6 +53,7 @@ class ImageSource:
         path = self.paths[self.position]
         self.position += 1
         self.name = path.stem
+        self.warning = truncated_jpeg(path)
         return cv2.imread(str(path), cv2.IMREAD_COLOR)
 
     def reconnect(self) -> bool:
@@ -122,6 +126,27 @@ def _images(paths, what: str) -> list[Path]:
     return images
 
 
+def truncated_jpeg(path: Path) -> str | None:
+    """Why a JPEG file is incomplete (no end-of-image marker at its end), or ``None``."""
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(-2, 2)
+            end = handle.read(2)
+    except OSError:
+        return None
+    return None if end == b"\xff\xd9" else f"{path.name} is a truncated JPEG (no end marker); the part after the " \
+                                                "cut is missing"
+
+
+def safe_label(label: str) -> str:
+    """A source's label as a plain folder name under ``--out`` (``..`` or ``/`` never
+    lead outside it)."""
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", label).lstrip(".")
+    return label[:64] or "source"
+
+
 def open_source(spec: str, *, live: bool | None = None, label: str | None = None):
     """The source ``spec`` names, opened. ``live`` overrides whether it is treated as a
     live source (newest frame wins, reconnect on drop-out): a recording can stand in for a
@@ -164,5 +189,6 @@ def open_source(spec: str, *, live: bool | None = None, label: str | None = None
             raise ReminderError(f"source {spec}: no such file, folder or camera")
     if live and isinstance(source, ImageSource):
         raise ReminderError(f"source {spec} is a set of images; it cannot be read as live")
+    source.label = safe_label(source.label)
     source.open()
     return source

@@ -13,7 +13,6 @@ keeps running.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -139,6 +138,8 @@ class Stream:
             raise ReminderError("no --source given")
         if batch is not None and batch < 1:
             raise ReminderError(f"batch must be at least 1, got {batch}")
+        if max_frames is not None and max_frames < 1:
+            raise ReminderError(f"--max-frames must be at least 1, got {max_frames}")
         Outputs.check(out, save)
         self.bundle, self.log = Path(bundle), log
         self.predictor_options = predictor_options
@@ -189,6 +190,8 @@ class Stream:
                     self.log(f"{source.description}: skipping unreadable frame {source.name}")
                     self._count(self.summary.skipped, source.label)
                     continue
+                if getattr(source, "warning", None):
+                    self.log(f"{source.description}: warning: {source.warning}")
                 mailbox.put(i, Frame(i, index - 1, source.name, image, time.monotonic()))
         except Exception as error:  # a reader must never take the stream down silently
             self.log(f"{source.description}: reader stopped: {error}")
@@ -322,17 +325,17 @@ class Stream:
         outcome = self.reloader.poll()
         if outcome is None:
             return
-        predictor, error = outcome
+        predictor, error, target = outcome
         install = self.bundle if (self.bundle / "current").is_symlink() else None
         if predictor is None:
             message = f"kept version {self.predictor.version}: the new bundle failed to load: {error}"
             self.log(message)
             self.summary.reload_failures.append(message)
             if install is not None:  # the fleet updater rolls back a version the runtime cannot load
-                write_health(install, Path(os.path.realpath(install / "current")).name, False, error)
+                write_health(install, Path(target).name, False, error)
             return
         if install is not None:
-            write_health(install, Path(os.path.realpath(install / "current")).name, True)
+            write_health(install, Path(target).name, True)
         self.log(f"switched from version {self.predictor.version} to {predictor.version} "
                  f"({len(predictor.classes)} classes, {predictor.backend_name})")
         self.predictor = predictor

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from reminder.errors import ReminderError
-from reminder.io import atomic_write, atomic_write_text
+from reminder.io import atomic_write, atomic_write_text, read_json, sha256_file
 from reminder.models import IncrementalSegmenter, build_segmenter
 
 CHECKPOINT_FORMAT = 1
@@ -45,11 +45,33 @@ def save_model(step_dir: Path, model: IncrementalSegmenter, meta: dict) -> None:
                       json.dumps({"format": CHECKPOINT_FORMAT, **model.config(), **meta}, indent=2))
 
 
+STEP_FILES = ("model.safetensors", "prototypes.safetensors", "fisher.safetensors")
+
+
+def step_file_hashes(step_dir: Path) -> dict[str, str]:
+    """sha256 of the step's weight files, recorded in its metrics.json when it completes."""
+    return {name: sha256_file(step_dir / name) for name in STEP_FILES if (step_dir / name).is_file()}
+
+
+def verify_step_files(step_dir: Path) -> None:
+    """Check a complete step's weight files against the sha256 its metrics.json recorded
+    (a bit flip on disk must not be trained on silently)."""
+    metrics_path = step_dir / "metrics.json"
+    if not metrics_path.is_file():
+        return
+    for name, digest in read_json(metrics_path).get("sha256", {}).items():
+        path = step_dir / name
+        if not path.is_file() or sha256_file(path) != digest:
+            raise ReminderError(f"{path} does not match the sha256 recorded in {metrics_path} when the step "
+                                f"completed (corrupted or replaced); restore it, or delete {step_dir} to train the "
+                                f"step again")
+
+
 def read_meta(step_dir: Path) -> dict:
     path = step_dir / "meta.json"
     if not path.is_file():
         raise ReminderError(f"{step_dir} is not a step checkpoint: meta.json is missing")
-    meta = json.loads(path.read_text())
+    meta = read_json(path)
     if meta.get("format", 1) > CHECKPOINT_FORMAT:
         raise ReminderError(f"checkpoint {step_dir} has format {meta['format']}, newer than this reminder "
                             f"understands ({CHECKPOINT_FORMAT})")
@@ -57,8 +79,10 @@ def read_meta(step_dir: Path) -> dict:
 
 
 def load_model(step_dir: Path, device: str | torch.device = "cpu") -> tuple[IncrementalSegmenter, dict]:
-    """Rebuild and load the model saved in ``step_dir`` (weights checked against the meta)."""
+    """Rebuild and load the model saved in ``step_dir`` (weights checked against the meta,
+    and, for a complete step, every weight file against its recorded sha256)."""
     meta = read_meta(step_dir)
+    verify_step_files(step_dir)
     model = build_segmenter(meta["backbone"], num_classes=meta["classes_per_step"])
     state = load_tensors(step_dir / "model.safetensors")
     try:

@@ -8,11 +8,11 @@ user's overrides; the result is saved as ``RUN/config.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reminder.errors import ReminderError
+from reminder.io import read_json
 
 CONFIG_FORMAT = 1
 
@@ -153,4 +153,4 @@ def load_config(run: str | Path) -> TrainConfig:
     path = Path(run) / "config.json"
     if not path.is_file():
         raise ReminderError(f"{run} is not a run folder: config.json is missing")
-    return TrainConfig.from_json(json.loads(path.read_text()))
+    return TrainConfig.from_json(read_json(path))

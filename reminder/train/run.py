@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from reminder.data.splits import ScenarioData, load_scenario
 from reminder.data.transforms import eval_transform, train_transform
 from reminder.errors import ReminderError
-from reminder.io import atomic_write_text
+from reminder.io import atomic_write_text, read_json
 from reminder.models import build_segmenter
 from reminder.train.checkpoint import (check_compatible, completed_steps, load_model, load_tensors, read_meta,
-                                       save_model, save_tensors)
+                                       save_model, save_tensors, step_file_hashes)
 from reminder.train.config import TrainConfig, check_resume, load_config
 from reminder.train.distributed import DistContext, init_distributed
 from reminder.train.evaluate import confusion_matrix, step_metrics
@@ -175,6 +175,7 @@ class ScenarioRunner:
                         "seconds": round(time.perf_counter() - started, 1), "train": stats,
                         "confusion": matrix.matrix.tolist()})
         if self.dist.is_main:
+            metrics["sha256"] = step_file_hashes(step_dir)  # checked whenever the step is loaded again
             atomic_write_text(step_dir / "metrics.json", json.dumps(metrics))
         self.dist.barrier()
         return metrics
@@ -265,7 +266,7 @@ def _summary(metrics: dict) -> str:
 
 def collect_steps(run: Path) -> list[dict]:
     """The metrics of every complete step of a run folder, in order."""
-    return [json.loads((Path(run) / f"step{t}" / "metrics.json").read_text()) for t in completed_steps(run)]
+    return [read_json(Path(run) / f"step{t}" / "metrics.json") for t in completed_steps(run)]
 
 
 def write_results(run: Path) -> dict:
@@ -295,7 +296,7 @@ def read_results(run: Path) -> dict:
     path = Path(run) / "results.json"
     if not path.is_file():
         raise ReminderError(f"{run} has no results.json yet: no step is complete")
-    results = json.loads(path.read_text())
+    results = read_json(path)
     if results.get("format", 1) > RESULTS_FORMAT:
         raise ReminderError(f"{path} has format {results['format']}, newer than this reminder understands")
     return results

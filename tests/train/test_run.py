@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,3 +145,31 @@ def test_tensors_are_read_on_the_cpu_then_moved(tmp_path):
     moved = load_tensors(tmp_path / "fisher.safetensors", torch.device("meta"))
     assert moved["w"].device.type == "meta" and moved["w"].shape == (3,)
     assert torch.equal(load_tensors(tmp_path / "fisher.safetensors")["w"], torch.ones(3))
+
+
+def test_a_bit_flip_in_a_checkpoint_is_caught_on_resume(synthvoc_root, tmp_path):
+    config = quick_config(synthvoc_root, tmp_path, setting="15-5", max_iterations=2)
+    train_scenario(config, **SILENT)
+    shutil.rmtree(tmp_path / "step1")  # resuming trains step 1 from step 0's files
+    for name in ("model.safetensors", "prototypes.safetensors"):
+        path = tmp_path / "step0" / name
+        original = path.read_bytes()
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        with pytest.raises(ReminderError, match=f"step0/{name} does not match the sha256 recorded"):
+            train_scenario(config, **SILENT)
+        path.write_bytes(original)
+    assert len(train_scenario(config, **SILENT)["steps"]) == 2
+
+
+@pytest.mark.parametrize("name", ["config.json", "step0/metrics.json"])
+def test_a_corrupt_run_file_is_one_line(synthvoc_root, tmp_path, name):
+    from click.testing import CliRunner
+
+    from reminder.cli import main
+
+    train_scenario(quick_config(synthvoc_root, tmp_path, setting="15-5", max_iterations=2), **SILENT)
+    (tmp_path / name).write_text("{ not json")
+    result = CliRunner().invoke(main, ["eval", str(tmp_path)])
+    assert result.exit_code == 2 and f"{name} is not valid JSON" in result.output
