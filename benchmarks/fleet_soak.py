@@ -44,6 +44,7 @@ class _Quiet(SimpleHTTPRequestHandler):
 def _versioned(bundle: Path, work: Path, version: str) -> Path:
     from reminder.bundle import read_manifest, write_manifest
 
+    shutil.rmtree(work / f"b-{version}", ignore_errors=True)  # left by an earlier run of this benchmark
     copy = shutil.copytree(bundle, work / f"b-{version}")
     manifest = read_manifest(copy)
     manifest["version"] = version

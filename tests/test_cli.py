@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from reminder.cli import main
@@ -60,3 +61,15 @@ def test_console_script_demo_help():
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout and "--methods" in result.stdout
 
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--crop-size", "0", "--crop-size must be a whole number of at least 16, got 0"),
+    ("--lr", "-1", "--lr must be positive, got -1.0"),
+    ("--batch-size", "0", "--batch-size must be a whole number of at least 1, got 0"),
+])
+def test_train_refuses_values_that_cannot_train_and_writes_nothing(synthvoc_root, tmp_path, option, value, message):
+    result = CliRunner().invoke(main, ["train", "--dataset", "synthvoc", "--root", str(synthvoc_root), "--setting",
+                                       "15-5", "--out", str(tmp_path / "run"), option, value])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "run").exists()
