@@ -91,11 +91,15 @@ class TinyBackbone(nn.Module):
 
 
 def _imagenet_weights(enum, weights: str | Path | None):
-    """``None``, ``"imagenet"`` (torchvision download or cache) or a local file."""
+    """``None``, ``"imagenet"`` (torchvision download or cache) or a local file.
+
+    For ResNets, ``imagenet`` means ``IMAGENET1K_V1``: trained with the plain recipe (77.4%
+    top-1 for ResNet-101), the closest to the reference's own InPlaceABN checkpoint; V2's
+    heavy-augmentation recipe is further from what the paper started from."""
     if weights is None:
         return None, None
     if str(weights) == "imagenet":
-        return enum.DEFAULT, None
+        return getattr(enum, "IMAGENET1K_V1", enum.DEFAULT), None
     path = Path(weights)
     if not path.is_file():
         raise ReminderError(f"backbone weights file {path} does not exist (or pass 'imagenet')")
@@ -133,6 +137,10 @@ def resnet_backbone(depth: int, *, weights: str | Path | None = None) -> ResNetB
                 101: (resnet.resnet101, resnet.ResNet101_Weights)}
     builder, enum = builders[depth]
     net = _build_torchvision(builder, enum, weights, replace_stride_with_dilation=[False, False, True])
+    # output stride 16 as the reference builds it: every block of the last stage dilated by 2
+    # (torchvision leaves the stage's first block at dilation 1); the weights are unchanged
+    first = net.layer4[0].conv2
+    first.dilation, first.padding = (2, 2), (2, 2)
     return ResNetBackbone(net)
 
 

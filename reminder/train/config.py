@@ -8,6 +8,7 @@ user's overrides; the result is saved as ``RUN/config.json``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class TrainConfig:
     pod_scales: tuple[int, ...] = (1, 2, 4)
     pseudo_bins: int = 100
     pseudo_floor: float = 0.001
+    pseudo_thresholds: str = "reference"  # "reference": the reference code's scale and loop; "median": true median
     csw_weight: float = 0.5
     csw_temperature: float = 3.0
     csw_delta: float = 0.0
@@ -91,7 +93,7 @@ class TrainConfig:
         return cls(**values)
 
 
-# The paper's settings (DESIGN.md section 4). Keys: dataset family, then method.
+# The paper's settings (DESIGN.md section 4). Keys: dataset family, then (family, setting).
 DATASET_PRESETS: dict[str, dict] = {
     "voc": {"epochs": 30, "lr": 0.01, "epochs_next": 30, "lr_next": 0.001, "batch_size": 24,
             "crop_size": 512, "eval_size": 512, "pod_factor": 0.01, "pod_logits_factor": 0.0005,
@@ -104,14 +106,29 @@ DATASET_PRESETS: dict[str, dict] = {
                  "batch_size": 16, "crop_size": 128, "crop_scale": (0.5, 1.5), "eval_size": None,
                  "eval_batch_size": 16, "pod_factor": 0.01, "pod_logits_factor": 0.0005, "csw_delta": 0.0},
 }
-METHOD_PRESETS: dict[tuple[str, str], dict] = {
-    ("voc", "reminder"): {"batch_size": 16},  # REMINDER's VOC scripts
+# The reference repository's launch scripts pass --batch_size per GPU; the global batch is
+# NB_GPU x BATCH_SIZE. The dataset presets above are its PLOP and MiB scripts' (2 GPUs x 12 =
+# 24 on VOC and ADE); REMINDER's own scripts (the method and its Table 5 ablations) differ:
+REMINDER_METHODS = ("reminder", "reminder-kd", "reminder-unkd")
+REMINDER_PRESETS: dict[tuple[str, str], dict] = {
+    ("voc", "15-1"): {"batch_size": 16},   # reminder_15-1.sh: 1 GPU x 16 (task "15-5s")
+    ("voc", "15-5"): {"batch_size": 32},   # reminder_15-5.sh: 2 GPUs x 16
+    ("voc", "19-1"): {"batch_size": 32},   # reminder_19-1.sh: 2 GPUs x 16
+    # 10-1 has no REMINDER script: PLOP's plop_10-1.sh, 2 GPUs x 12 = 24 (the dataset preset)
+    ("ade", "*"): {"batch_size": 10},      # every reminder ADE script: 1 GPU x 10
+    ("ade", "100-50"): {"batch_size": 10, "lr_next": 0.0008},  # reminder_100-50.sh: step 1 at LR 0.0008
 }
+
+
+def _canonical_setting(setting: str) -> str:
+    """PLOP's ``N-Ms`` (N classes, then M single-class steps) is ``N-1``."""
+    match = re.fullmatch(r"(\d+)-(\d+)s", setting)
+    return f"{match.group(1)}-1" if match else setting
 
 
 def resolve_config(*, dataset: str, root: str | Path, setting: str, method: str, out: str | Path,
                    **overrides) -> TrainConfig:
-    """Defaults <- dataset preset <- (dataset, method) preset <- overrides (None = keep)."""
+    """Defaults <- dataset preset <- REMINDER's (dataset, setting) preset <- overrides (None = keep)."""
     from reminder.train.methods import METHOD_NAMES
 
     if method not in METHOD_NAMES:
@@ -121,7 +138,9 @@ def resolve_config(*, dataset: str, root: str | Path, setting: str, method: str,
         raise ReminderError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASET_PRESETS)}")
     values: dict = {}
     values.update(DATASET_PRESETS[family])
-    values.update(METHOD_PRESETS.get((family, method), {}))
+    if method in REMINDER_METHODS:
+        values.update(REMINDER_PRESETS.get((family, _canonical_setting(setting)),
+                                           REMINDER_PRESETS.get((family, "*"), {})))
     if method == "joint":
         setting = "offline"
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -130,7 +149,27 @@ def resolve_config(*, dataset: str, root: str | Path, setting: str, method: str,
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ReminderError(f"unknown training option {sorted(unknown)[0]!r}")
+    _check_values(values)
     return TrainConfig(dataset=dataset, root=str(root), setting=setting, method=method, out=str(out), **values)
+
+
+# lower bounds of numeric options: a value below is refused before anything runs
+_MINIMUM = {"epochs": 1, "epochs_next": 1, "batch_size": 1, "crop_size": 16, "eval_size": 16, "eval_batch_size": 1,
+            "max_iterations": 1, "workers": 0}
+_POSITIVE = ("lr", "lr_next")
+
+
+def _check_values(values: dict) -> None:
+    for name, low in _MINIMUM.items():
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ReminderError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value!r}")
+    if values.get("pseudo_thresholds", "reference") not in ("reference", "median"):
+        raise ReminderError(f"pseudo_thresholds must be 'reference' or 'median', got {values['pseudo_thresholds']!r}")
+    for name in _POSITIVE:
+        value = values.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or not value > 0):
+            raise ReminderError(f"--{name.replace('_', '-')} must be positive, got {value!r}")
 
 
 # Fields that may change between a run and its resumption without changing its results.

@@ -35,25 +35,44 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, image_weights: 
     return _mean_over_pixels(per_pixel, image_weights)
 
 
-def normalized_entropy(probabilities: torch.Tensor) -> torch.Tensor:
-    """``(B, K, H, W)`` probabilities -> ``(B, H, W)`` entropy / log K, in [0, 1].
+PSEUDO_THRESHOLDS = ("reference", "median")
 
-    PLOP's code divides by ``K * log(K) * log(K_all)`` instead; the per-class median
-    thresholds are the same under either scale, only the meaning of the 0.001 floor differs.
-    """
+
+def normalized_entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """``(B, K, H, W)`` probabilities -> ``(B, H, W)`` entropy / log K, in [0, 1]."""
     entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum(dim=1)
     return entropy / math.log(probabilities.shape[1])
 
 
-def entropy_histogram(teacher_logits: torch.Tensor, labels: torch.Tensor, *, bins: int = 100) -> torch.Tensor:
-    """``(K_old, bins)`` counts of background pixels by teacher argmax and normalised entropy.
+def reference_entropy(probabilities: torch.Tensor, num_all: int) -> torch.Tensor:
+    """The quantity the reference code bins and compares for pseudo-labels:
+    ``-mean_c(p log(p + 1e-8)) / ln(K_old + 1e-8) / ln(K_all)``, i.e. the entropy divided
+    by ``K_old ln K_old ln K_all``. It never exceeds ``1 / (K_old ln K_all)`` (0.022 on VOC
+    15-1, 0.0043 on ADE), so only the first of 100 bins over [0, 1] ever fill."""
+    factor = 1 / math.log(probabilities.shape[1] + 1e-8)
+    entropy = -factor * torch.mean(probabilities * torch.log(probabilities + 1e-8), dim=1)
+    return entropy / torch.log(torch.tensor(float(num_all), device=probabilities.device))
 
-    Summed over the step's training data (and across ranks), it gives the thresholds.
-    """
+
+def pseudo_entropy(probabilities: torch.Tensor, *, num_all: int, mode: str = "reference") -> torch.Tensor:
+    """The per-pixel uncertainty compared with the thresholds: ``reference`` (the reference
+    code's scale, the default) or ``median`` (entropy / ln K_old)."""
+    if mode == "reference":
+        return reference_entropy(probabilities, num_all)
+    if mode == "median":
+        return normalized_entropy(probabilities)
+    raise ValueError(f"pseudo-label thresholds {mode!r}; expected one of {PSEUDO_THRESHOLDS}")
+
+
+def entropy_histogram(teacher_logits: torch.Tensor, labels: torch.Tensor, *, bins: int = 100, num_all: int,
+                      mode: str = "reference") -> torch.Tensor:
+    """``(K_old, bins)`` counts of background pixels by teacher argmax and uncertainty
+    (:func:`pseudo_entropy`) over [0, 1]. Summed over the step's training data (and across
+    ranks), it gives the thresholds."""
     num_old = teacher_logits.shape[1]
     probabilities = teacher_logits.float().softmax(dim=1)
     background = labels == 0
-    values = normalized_entropy(probabilities)[background]
+    values = pseudo_entropy(probabilities, num_all=num_all, mode=mode)[background]
     classes = probabilities.argmax(dim=1)[background]
     bin_index = (values * bins).long().clamp(0, bins - 1)
     histogram = torch.zeros(num_old * bins, dtype=torch.int64, device=teacher_logits.device)
@@ -61,13 +80,39 @@ def entropy_histogram(teacher_logits: torch.Tensor, labels: torch.Tensor, *, bin
     return histogram.view(num_old, bins)
 
 
-def thresholds_from_histogram(histogram: torch.Tensor, *, floor: float = 0.001) -> torch.Tensor:
-    """Per-class median of the normalised entropy from a ``(K_old, bins)`` histogram.
+def reference_thresholds(histogram: torch.Tensor, *, floor: float = 0.001) -> torch.Tensor:
+    """The reference code's per-class thresholds from a ``(K_old, bins)`` histogram, bit for
+    bit: its loop adds bin *indices*, not counts, to the running sum, so it stops where that
+    sum first reaches half the class's count, or runs past the last bin; the bin it stops at
+    is usually empty, and the division by its count gives +inf (every pixel of the class is
+    kept), -inf (then the floor) or NaN (none kept). Classes the teacher never predicts on
+    background get the floor."""
+    histogram = histogram.long().cpu()
+    bins = histogram.shape[1]
+    thresholds = torch.zeros(histogram.shape[0], dtype=torch.float32)
+    for c in range(histogram.shape[0]):
+        total = histogram[c].sum()
+        if total <= 0.:
+            continue
+        half = total / 2
+        running_sum = 0.
+        for lower_border in range(bins):
+            lower_border = lower_border / bins
+            bin_index = int(lower_border * bins)
+            if half >= running_sum and half <= (running_sum + histogram[c, bin_index]):
+                break
+            running_sum += lower_border * bins
+        with torch.no_grad():  # 0-count bins divide by zero on purpose (see the docstring)
+            thresholds[c] = lower_border + ((half - running_sum) / histogram[c, bin_index].sum()) * (1 / bins)
+    for c in range(len(thresholds)):
+        thresholds[c] = max(thresholds[c], floor)  # Python's max: a NaN threshold stays NaN
+    return thresholds
 
-    The median is interpolated inside the bin where the cumulative count crosses half.
-    PLOP's loop adds bin *indices* to its running sum instead of counts; this computes the
-    median it intends. Classes the teacher never predicts on background get ``floor``.
-    """
+
+def thresholds_from_histogram(histogram: torch.Tensor, *, floor: float = 0.001) -> torch.Tensor:
+    """The true per-class median (``pseudo_thresholds="median"``) from a ``(K_old, bins)``
+    histogram, interpolated inside the bin where the cumulative count crosses half.
+    Classes the teacher never predicts on background get ``floor``."""
     histogram = histogram.double().cpu()
     bins = histogram.shape[1]
     total = histogram.sum(dim=1)
@@ -83,20 +128,31 @@ def thresholds_from_histogram(histogram: torch.Tensor, *, floor: float = 0.001) 
     return median.clamp(min=floor).float()
 
 
-def entropy_pseudo_labels(labels: torch.Tensor, teacher_logits: torch.Tensor,
-                          thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pseudo_thresholds(histogram: torch.Tensor, *, floor: float, mode: str = "reference") -> torch.Tensor:
+    """Thresholds for ``mode``: :func:`reference_thresholds` or :func:`thresholds_from_histogram`."""
+    if mode == "reference":
+        return reference_thresholds(histogram, floor=floor)
+    return thresholds_from_histogram(histogram, floor=floor)
+
+
+def entropy_pseudo_labels(labels: torch.Tensor, teacher_logits: torch.Tensor, thresholds: torch.Tensor, *,
+                          num_all: int | None = None,
+                          mode: str = "reference") -> tuple[torch.Tensor, torch.Tensor]:
     """PLOP's pseudo-labels on background pixels.
 
-    ``labels: (B, H, W)``, ``teacher_logits: (B, K_old, H, W)``, ``thresholds: (K_old,)``.
-    A pixel labelled 0 takes the teacher's argmax c when its normalised entropy is below
-    ``thresholds[c]``, else 255. Returns the new labels and ``lambda: (B,)``, the share
-    of each image's background pixels that got a confident label (1 for an image with no
-    background pixel, where PLOP's code divides by zero).
+    ``labels: (B, H, W)``, ``teacher_logits: (B, K_old, H, W)``, ``thresholds: (K_old,)``,
+    ``num_all``: the student's classes (the reference scale divides by ``ln K_all``;
+    default ``K_old``). A pixel labelled 0 takes the teacher's argmax c when its
+    uncertainty (:func:`pseudo_entropy`) is below ``thresholds[c]``, else 255. Returns the
+    new labels and ``lambda: (B,)``, the share of each image's background pixels that got
+    a confident label (1 for an image with no background pixel, where the reference code
+    divides by zero).
     """
     with torch.no_grad():
         probabilities = teacher_logits.float().softmax(dim=1)
         pseudo = probabilities.argmax(dim=1)
-        confident = normalized_entropy(probabilities) < thresholds.to(probabilities.device)[pseudo]
+        uncertainty = pseudo_entropy(probabilities, num_all=num_all or probabilities.shape[1], mode=mode)
+        confident = uncertainty < thresholds.to(probabilities.device)[pseudo]
         background = labels == 0
         out = labels.clone()
         out[background & confident] = pseudo[background & confident]

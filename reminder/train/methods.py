@@ -33,6 +33,7 @@ class StepInputs:
     old_prototypes: torch.Tensor | None = None  # (num_old, C)
     ewc: dict | None = None  # {"anchors", "fisher", "parameters"}
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None  # sum across ranks (DDP)
+    pseudo_mode: str = "reference"  # the pseudo-label uncertainty scale (config.pseudo_thresholds)
     cache: dict = field(default_factory=dict)
 
     @property
@@ -46,7 +47,8 @@ class StepInputs:
 
     def pseudo_labelled(self) -> tuple[torch.Tensor, torch.Tensor]:
         if "pseudo" not in self.cache:
-            self.cache["pseudo"] = L.entropy_pseudo_labels(self.labels, self.teacher_logits, self.thresholds)
+            self.cache["pseudo"] = L.entropy_pseudo_labels(self.labels, self.teacher_logits, self.thresholds,
+                                                           num_all=self.num_seen, mode=self.pseudo_mode)
         return self.cache["pseudo"]
 
 
@@ -86,10 +88,12 @@ def _unce(x: StepInputs) -> torch.Tensor:
 
 
 def _pod(config: TrainConfig) -> Callable[[StepInputs], torch.Tensor]:
+    """Local POD on the backbone stages, the ASPP output (the pre-classifier features) and
+    the low-resolution logits: six layers on ResNet, as the reference distils."""
     def compute(x: StepInputs) -> torch.Tensor:
-        old = list(x.teacher.stages) + [x.teacher.lowres_logits]
-        new = list(x.student.stages) + [L.fold_new_logits(x.student.lowres_logits, x.num_old)]
-        weights = [config.pod_factor] * len(x.student.stages) + [config.pod_logits_factor]
+        old = list(x.teacher.stages) + [x.teacher.features, x.teacher.lowres_logits]
+        new = list(x.student.stages) + [x.student.features, L.fold_new_logits(x.student.lowres_logits, x.num_old)]
+        weights = [config.pod_factor] * (len(x.student.stages) + 1) + [config.pod_logits_factor]
         schedule = math.sqrt(x.num_seen / (x.num_seen - x.num_old))
         return schedule * L.local_pod(old, new, scales=config.pod_scales, layer_weights=weights)
     return compute

@@ -5,6 +5,8 @@
 - ``miou_per_step.png``: all-mIoU per step for each run.
 - ``forgetting_<run>.png``: IoU of each step-0 class over the steps.
 - ``confusion_<run>.png``: the final step's row-normalised confusion matrix (Fig. 5).
+- ``similarity_forgetting.png``: per run, the mean IoU drop of the old classes most similar
+  to each step's new classes against the other old classes (:mod:`.forgetting`).
 """
 
 from __future__ import annotations
@@ -149,12 +151,57 @@ def plot_confusion(result: dict, path: Path) -> Path:
     return path
 
 
+def _mean_drops(result: dict, criterion: str) -> tuple[float | None, float | None]:
+    records = [r[criterion] for r in result.get("similarity_forgetting", []) if criterion in r]
+    similar = [r["similar_drop"] for r in records if r["similar_drop"] is not None]
+    other = [r["other_drop"] for r in records if r["other_drop"] is not None]
+    return (float(np.mean(similar)) if similar else None, float(np.mean(other)) if other else None)
+
+
+def similarity_table(results: list[dict]) -> str:
+    """Mean IoU drop (points) per step of the old classes similar to the step's new ones,
+    against the other old classes, per run and criterion."""
+    lines = ["| Run | criterion | similar old classes: drop | other old classes: drop | difference |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in results:
+        for criterion in ("prototypes", "group"):
+            similar, other = _mean_drops(r, criterion)
+            if similar is None and other is None:
+                continue
+            difference = None if similar is None or other is None else similar - other
+            lines.append(f"| {r['label']} | {criterion} | {_pct(similar)} | {_pct(other)} | {_pct(difference)} |")
+    return "\n".join(lines)
+
+
+def plot_similarity_forgetting(results: list[dict], path: Path) -> Path | None:
+    plt = _pyplot()
+    rows = [(r["label"], *_mean_drops(r, c), c) for r in results for c in ("prototypes", "group")]
+    rows = [row for row in rows if row[1] is not None and row[2] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [100 * row[1] for row in rows], 0.4, label="old classes similar to the new ones")
+    ax.bar(x + 0.2, [100 * row[2] for row in rows], 0.4, label="other old classes")
+    ax.set_xticks(x, [f"{row[0]}\n({row[3]})" for row in rows], fontsize=7)
+    ax.set_ylabel("mean IoU drop per step (points)")
+    ax.set_title("Similarity-driven forgetting")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_report(runs: Sequence[str | Path], out: str | Path) -> Path:
     """Write ``out/report.md`` and its PNG plots for one or more run folders."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = _load([Path(r) for r in runs])
     plots = [plot_miou_per_step(results, out / "miou_per_step.png")]
+    similarity_plot = plot_similarity_forgetting(results, out / "similarity_forgetting.png")
+    plots += [similarity_plot] if similarity_plot else []
     for r in results:
         slug = r["run"].name
         plots.append(plot_forgetting(r, out / f"forgetting_{slug}.png"))
@@ -164,6 +211,10 @@ def write_report(runs: Sequence[str | Path], out: str | Path) -> Path:
              "background, new = the classes learnt after, all = every seen class, avg = mean of all "
              "over the steps).", "", table1(results), "",
              "## Per-class IoU at the final step (Table 4 layout)", "", table4(results), "",
+             "## Similarity-driven forgetting", "",
+             "Mean IoU drop per step (points) of the old foreground classes most similar to the step's new "
+             "classes (prototypes: the 3 nearest by cosine of the stored prototypes; group: SynthVOC's visual "
+             "group), against the other old classes.", "", similarity_table(results), "",
              "## Plots", ""]
     parts += [f"![{p.stem}]({p.name})" for p in plots]
     parts += ["", "## Runs", ""]

@@ -33,6 +33,7 @@ from reminder.train.checkpoint import (check_compatible, completed_steps, load_m
                                        save_model, save_tensors, step_file_hashes)
 from reminder.train.config import TrainConfig, check_resume, load_config
 from reminder.train.distributed import DistContext, init_distributed
+from reminder.train.forgetting import run_similarity_forgetting
 from reminder.train.evaluate import confusion_matrix, step_metrics
 from reminder.train.methods import STEP0_METHOD, build_method
 from reminder.train.metrics import average_over_steps
@@ -186,7 +187,8 @@ class ScenarioRunner:
         loader = self.train_loader(step)
         if method.pseudo_labels:
             state.thresholds = compute_thresholds(state.teacher, loader, device=self.device, bins=config.pseudo_bins,
-                                                  floor=config.pseudo_floor, reduce=self.dist.reduce,
+                                                  floor=config.pseudo_floor, num_all=self.scenario.num_seen(step),
+                                                  mode=config.pseudo_thresholds, reduce=self.dist.reduce,
                                                   progress=self.progress and self.dist.is_main)
         if method.prototypes:
             bank = load_prototypes(self.step_dir(step - 1) / "prototypes.safetensors")
@@ -280,7 +282,7 @@ def write_results(run: Path) -> dict:
         metrics.pop("confusion", None)
     results = {"format": RESULTS_FORMAT, "dataset": config.dataset, "setting": config.setting,
                "method": config.method, "backbone": config.backbone, "mode": config.mode, "seed": config.seed,
-               "steps": steps}
+               "steps": steps, "similarity_forgetting": run_similarity_forgetting(run, steps, config.dataset)}
     atomic_write_text(run / "results.json", json.dumps(results, indent=2))
     class_names = list(steps[-1]["iou"]) if steps else []
     lines = [",".join(["step", "old", "new", "all", "avg"] + class_names)]

@@ -66,18 +66,20 @@ def autocast(device: torch.device, amp: str):
 
 
 @torch.no_grad()
-def compute_thresholds(teacher: nn.Module, loader, *, device: torch.device, bins: int, floor: float,
-                       reduce=None, progress: bool = False) -> torch.Tensor:
-    """PLOP's per-class entropy thresholds from the step's training data (before the step)."""
+def compute_thresholds(teacher: nn.Module, loader, *, device: torch.device, bins: int, floor: float, num_all: int,
+                       mode: str = "reference", reduce=None, progress: bool = False) -> torch.Tensor:
+    """PLOP's per-class entropy thresholds from the step's training data (before the step);
+    ``num_all``: the classes after the step; ``mode``: ``reference`` or ``median``
+    (:func:`reminder.train.losses.pseudo_thresholds`)."""
     histogram = None
     for images, labels in progress_bar(loader, progress, desc="pseudo-label thresholds", leave=False, unit="batch"):
         images, labels = images.to(device), labels.to(device)
         logits = teacher(images)
-        counts = L.entropy_histogram(logits, labels, bins=bins)
+        counts = L.entropy_histogram(logits, labels, bins=bins, num_all=num_all, mode=mode)
         histogram = counts if histogram is None else histogram + counts
     if reduce is not None:
         histogram = reduce(histogram)
-    return L.thresholds_from_histogram(histogram, floor=floor).to(device)
+    return L.pseudo_thresholds(histogram, floor=floor, mode=mode).to(device)
 
 
 def estimate_fisher(model: nn.Module, loader, *, device: torch.device, max_batches: int = 50,
@@ -203,7 +205,8 @@ def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labe
         student_out = _student_forward(model, core, forward, images, dist)
     inputs = StepInputs(images, labels, student_out, teacher_out, num_old=state.num_old,
                         num_seen=core.num_classes, thresholds=state.thresholds,
-                        old_prototypes=state.old_prototypes, reduce=dist.reduce)
+                        old_prototypes=state.old_prototypes, reduce=dist.reduce,
+                        pseudo_mode=config.pseudo_thresholds)
     if ewc is not None:
         inputs.ewc = {**ewc, "parameters": dict(core.named_parameters())}
     terms = compute_terms(method, inputs)

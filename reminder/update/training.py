@@ -107,7 +107,8 @@ def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: in
     loader = torch.utils.data.DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
                                          drop_last=False, num_workers=workers, generator=generator)
     state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
-                                          bins=config.pseudo_bins, floor=config.pseudo_floor)
+                                          bins=config.pseudo_bins, floor=config.pseudo_floor,
+                                          num_all=student.num_classes, mode=config.pseudo_thresholds)
     optimizer = make_optimizer(student, lr, config)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
     if device.type == "cuda":

@@ -109,3 +109,26 @@ def test_config_rebuilds_the_architecture():
     rebuilt = build_segmenter(config["backbone"], num_classes=config["classes_per_step"])
     rebuilt.load_state_dict(model.state_dict())
     assert rebuilt.classes_per_step == [16, 1]
+
+
+def test_resnet_last_stage_is_dilated_by_2_in_every_block_as_the_reference():
+    """torchvision's replace_stride_with_dilation leaves layer4's first block at dilation 1;
+    the reference dilates all of them. Output stride stays 16."""
+    from reminder.models.backbones import resnet_backbone
+
+    backbone = resnet_backbone(50)
+    layer4 = backbone.stages[3]
+    assert [block.conv2.dilation for block in layer4] == [(2, 2)] * len(layer4)
+    assert [block.conv2.padding for block in layer4] == [(2, 2)] * len(layer4)
+    model = build_segmenter("resnet50", num_classes=3).eval()
+    with torch.no_grad():
+        out = model.forward_features(torch.rand(1, 3, 64, 96))
+    assert out.lowres_logits.shape[-2:] == (4, 6)
+
+
+def test_imagenet_means_the_v1_resnet_weights():
+    from torchvision.models import resnet
+
+    from reminder.models.backbones import _imagenet_weights
+
+    assert _imagenet_weights(resnet.ResNet101_Weights, "imagenet")[0] == resnet.ResNet101_Weights.IMAGENET1K_V1

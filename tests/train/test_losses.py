@@ -38,10 +38,49 @@ def test_median_thresholds_from_histogram():
     assert L.thresholds_from_histogram(torch.tensor([[1000, 0, 0]]), floor=0.2).item() == pytest.approx(0.2)
 
 
+# Expected values below come from running the reference code's own `entropy` function and
+# the median loop of its `find_median` (REMINDER's train.py) on the same inputs.
+
+def test_reference_entropy_is_the_reference_codes_quantity():
+    peaked = torch.tensor([5.0, 0.0, 0.0, 0.0]).softmax(0).view(1, 4, 1, 1)
+    assert L.reference_entropy(peaked, num_all=5).item() == 0.013342746533453465
+    uniform = torch.full((1, 16, 1, 1), 1 / 16)  # its maximum on VOC 15-1: 1 / (K_old ln K_all)
+    assert L.reference_entropy(uniform, num_all=17).item() == pytest.approx(0.02205975539982319, abs=1e-9)
+    assert L.reference_entropy(uniform, num_all=17).item() == pytest.approx(1 / (16 * math.log(17)), rel=1e-6)
+
+
+def test_reference_thresholds_are_the_reference_loops_bit_for_bit():
+    cases = torch.zeros(6, 100, dtype=torch.long)
+    cases[0, 0] = 1000                                  # more than half in bin 0
+    cases[1, :3] = torch.tensor([10, 30, 20])           # stops on an empty bin
+    cases[2, :3] = torch.tensor([4000, 6000, 3000])     # runs past the last bin: +inf, all kept
+    cases[3, 1:3] = torch.tensor([2, 2])
+    cases[5, 0:2] = torch.tensor([3, 9000])             # class 4 is never predicted: the floor
+    expected = [0.004999999888241291, 0.019999999552965164, math.inf, 0.019999999552965164,
+                0.0010000000474974513, 0.01500166580080986]
+    assert L.reference_thresholds(cases, floor=0.001).tolist() == expected
+    # the true median of the same histograms, for comparison (pseudo_thresholds="median")
+    median = L.thresholds_from_histogram(cases, floor=0.001).tolist()
+    assert median[2] == pytest.approx((1 + 2500 / 6000) / 100) and median[0] == pytest.approx(0.005)
+
+
+def test_reference_thresholds_on_a_confident_teacher_match_the_reference_end_to_end():
+    """Three batches of a 16-class teacher (VOC 15-1's step 1: K_all = 17), through the
+    histogram and the loop; the reference gave 0.0052-0.0057 for every class."""
+    torch.manual_seed(0)
+    logits = [torch.randn(2, 16, 20, 20) * 6 for _ in range(3)]
+    labels = [torch.zeros(2, 20, 20, dtype=torch.long) for _ in range(3)]
+    labels[0][0, :5] = 16
+    histogram = sum(L.entropy_histogram(lo, la, bins=100, num_all=17) for lo, la in zip(logits, labels))
+    thresholds = L.reference_thresholds(histogram, floor=0.001)
+    assert thresholds[:3].tolist() == [0.005588235333561897, 0.005629370454698801, 0.005443548317998648]
+    assert thresholds[6].item() == 0.005171232856810093 and thresholds[15].item() == 0.00554621871560812
+
+
 def test_entropy_histogram_counts_background_pixels_only():
     teacher = torch.tensor([[[[5.0, 0.0, 0.0]], [[0.0, 5.0, 0.0]]]])  # (1, 2, 1, 3)
     labels = torch.tensor([[[0, 0, 3]]])
-    histogram = L.entropy_histogram(teacher, labels, bins=10)
+    histogram = L.entropy_histogram(teacher, labels, bins=10, num_all=2, mode="median")
     assert histogram.sum().item() == 2
     entropy = L.normalized_entropy(torch.tensor([5.0, 0.0]).softmax(0).view(1, 2, 1, 1)).item()
     assert histogram[0, int(entropy * 10)].item() == 1 and histogram[1, int(entropy * 10)].item() == 1
@@ -52,11 +91,11 @@ def test_pseudo_labels_and_lambda():
     teacher = torch.tensor([[[[0.0, 0.0, 0.0]], [[8.0, 0.1, 0.0]], [[0.0, 0.0, 9.0]]]])  # (1, 3, 1, 3)
     labels = torch.tensor([[[0, 0, 3]]])
     thresholds = torch.tensor([0.5, 0.5, 0.5])
-    new_labels, weight = L.entropy_pseudo_labels(labels, teacher, thresholds)
+    new_labels, weight = L.entropy_pseudo_labels(labels, teacher, thresholds, mode="median")
     assert new_labels.tolist() == [[[1, 255, 3]]]
     assert weight.tolist() == [0.5]
     # an image with no background pixel: lambda 1, never NaN
-    _, weight = L.entropy_pseudo_labels(torch.tensor([[[3, 3, 255]]]), teacher, thresholds)
+    _, weight = L.entropy_pseudo_labels(torch.tensor([[[3, 3, 255]]]), teacher, thresholds, mode="median")
     assert weight.tolist() == [1.0]
 
 

@@ -1,3 +1,6 @@
+import pytest
+import torch
+
 from reminder.train.config import resolve_config
 from reminder.train.methods import METHOD_NAMES, STEP0_METHOD, build_method
 
@@ -38,3 +41,27 @@ def test_evaluation_shards_are_disjoint_and_unpadded():
                              dist=DistContext(rank, 2, 0), device=torch.device("cpu"))
         seen += [int(i) for batch in loader for i in batch]
     assert sorted(seen) == list(range(7))  # every image once, none padded in
+
+
+def test_local_pod_distils_six_layers_with_the_aspp_output():
+    """The reference distils the four stages, the ASPP output (pre-logits) and the logits,
+    summing the weighted terms and dividing by 6: features alone differing must count."""
+    from reminder.models.segmenter import SegmenterOutput
+    from reminder.train import losses as L
+    from reminder.train.config import resolve_config
+    from reminder.train.methods import StepInputs, build_method
+
+    torch.manual_seed(0)
+    stages = [torch.rand(2, 8, 8, 8) for _ in range(4)]
+    logits = torch.rand(2, 16, 4, 4)
+    teacher = SegmenterOutput(torch.rand(2, 16, 32, 32), logits, torch.rand(2, 256, 4, 4), stages)
+    student_features = teacher.features + torch.rand(2, 256, 4, 4)
+    student = SegmenterOutput(torch.rand(2, 17, 32, 32), torch.cat([logits, torch.zeros(2, 1, 4, 4)], 1),
+                              student_features, stages)
+    config = resolve_config(dataset="voc", root=".", setting="15-1", method="plop", out=".")
+    pod = next(t for t in build_method("plop", config).terms if t.name == "pod")
+    inputs = StepInputs(torch.zeros(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long), student, teacher,
+                        num_old=16, num_seen=17)
+    expected = (17 / 1) ** 0.5 * config.pod_factor * L.local_pod([teacher.features], [student_features]) / 6
+    assert pod.compute(inputs).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > 0
