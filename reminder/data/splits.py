@@ -51,18 +51,38 @@ class ScenarioData:
                                    label_lut=lut[raw], transform=transform)
 
 
+def carve_validation(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """(training, validation): about ``fraction`` of the training images, chosen by a
+    stable hash of their ids (the same images on every machine, seed and step)."""
+    import hashlib
+
+    def held_out(sample: Sample) -> bool:
+        return int(hashlib.sha256(sample.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+    return [s for s in samples if not held_out(s)], [s for s in samples if held_out(s)]
+
+
 def load_scenario(dataset: str, root: str | Path, setting: str, *, mode: str = "overlap",
                   order: Sequence[int] | None = None, test_protocol: str = "reminder",
                   other_as_background: bool = True, cache_dir: str | Path | None = None,
-                  progress: bool = False) -> ScenarioData:
-    """List the dataset's train/val files, index their classes (cached) and build the scenario."""
+                  validation: float = 0.0, progress: bool = False) -> ScenarioData:
+    """List the dataset's train/val files, index their classes (cached) and build the scenario.
+
+    ``validation > 0`` carves that share of the training images out
+    (:func:`carve_validation`) and uses them in place of the test set: for choosing
+    options without ever looking at the test numbers."""
     spec = get_dataset(dataset)
     scenario = make_scenario(setting, num_classes=spec.num_classes, order=order, mode=mode,
                              test_protocol=test_protocol)
     train = spec.list_samples(root, "train")
     test = spec.list_samples(root, "val")
     train_index = build_class_index(train, num_classes=spec.num_classes, cache_dir=cache_dir, progress=progress)
-    test_index = build_class_index(test, num_classes=spec.num_classes, cache_dir=cache_dir, progress=progress)
+    if validation > 0:
+        train, test = carve_validation(train, validation)
+        test_index = ClassIndex({s.id: train_index.classes[s.id] for s in test})
+        train_index = ClassIndex({s.id: train_index.classes[s.id] for s in train})
+    else:
+        test_index = build_class_index(test, num_classes=spec.num_classes, cache_dir=cache_dir, progress=progress)
     return ScenarioData(spec, scenario, train, test, train_index, test_index, other_as_background)
 
 

@@ -96,7 +96,8 @@ class ScenarioRunner:
         self.data: ScenarioData = load_scenario(
             config.dataset, config.root, config.setting, mode=config.mode, order=config.order,
             test_protocol=config.test_protocol, other_as_background=config.other_as_background,
-            cache_dir=config.cache_dir or self.out / "cache", progress=progress and self.dist.is_main)
+            cache_dir=config.cache_dir or self.out / "cache", validation=config.validation,
+            progress=progress and self.dist.is_main)
         self.scenario = self.data.scenario
 
     # -- run folder -------------------------------------------------------------------

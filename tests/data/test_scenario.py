@@ -85,3 +85,17 @@ def test_bad_step_and_protocol():
         scenario.train_lut(3)
     with pytest.raises(ReminderError, match="unknown test protocol"):
         scenario.test_lut(0, "plop")
+
+
+def test_a_validation_split_is_carved_from_the_training_images_only(synthvoc_root):
+    from reminder.data.splits import load_scenario
+
+    full = load_scenario("synthvoc", synthvoc_root, "15-5")
+    carved = load_scenario("synthvoc", synthvoc_root, "15-5", validation=0.2)
+    train_ids = {s.id for s in full.train_samples}
+    held = {s.id for s in carved.test_samples}
+    assert held and held <= train_ids and not held & {s.id for s in carved.train_samples}
+    assert {s.id for s in carved.train_samples} | held == train_ids
+    assert 0.1 < len(held) / len(train_ids) < 0.3
+    assert held == {s.id for s in load_scenario("synthvoc", synthvoc_root, "15-5", validation=0.2).test_samples}
+    assert set(carved.test_ids(1)) <= held
