@@ -8,7 +8,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= train,export,runtime,fleet,dev
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(EXTRAS)' | cksum | cut -d' ' -f1)
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean gpu-check
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the CUDA and TensorRT checks, on a machine with a GPU: make gpu-check OUT=gpu-results
+gpu-check: $(STAMP)
+	bash benchmarks/gpu_check.sh $(or $(OUT),gpu-results)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
