@@ -174,20 +174,30 @@ def similarity_table(results: list[dict]) -> str:
 
 
 def plot_similarity_forgetting(results: list[dict], path: Path) -> Path | None:
+    """Per method (its runs, e.g. seeds, averaged; the bars' lines are the spread), the mean
+    IoU drop per step of the similar old classes against the others, one panel per criterion."""
     plt = _pyplot()
-    rows = [(r["label"], *_mean_drops(r, c), c) for r in results for c in ("prototypes", "group")]
-    rows = [row for row in rows if row[1] is not None and row[2] is not None]
-    if not rows:
+    criteria = [c for c in ("prototypes", "group") if any(_mean_drops(r, c)[0] is not None for r in results)]
+    if not criteria:
         return None
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [100 * row[1] for row in rows], 0.4, label="old classes similar to the new ones")
-    ax.bar(x + 0.2, [100 * row[2] for row in rows], 0.4, label="other old classes")
-    ax.set_xticks(x, [f"{row[0]}\n({row[3]})" for row in rows], fontsize=7)
-    ax.set_ylabel("mean IoU drop per step (points)")
-    ax.set_title("Similarity-driven forgetting")
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize=8)
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    fig, axes = plt.subplots(1, len(criteria), figsize=(max(5, 1.4 * len(methods)) * len(criteria), 4),
+                             squeeze=False)
+    for ax, criterion in zip(axes[0], criteria):
+        x = np.arange(len(methods))
+        for offset, index, label in ((-0.2, 0, "old classes similar to the new ones"), (0.2, 1, "other old classes")):
+            values = [[100 * v for r in results if r["method"] == m
+                       for v in [_mean_drops(r, criterion)[index]] if v is not None] for m in methods]
+            means = [float(np.mean(v)) if v else 0.0 for v in values]
+            spread = [float(np.std(v)) if len(v) > 1 else 0.0 for v in values]
+            ax.bar(x + offset, means, 0.4, yerr=spread, capsize=3, label=label)
+        runs = {m: sum(r["method"] == m for r in results) for m in methods}
+        ax.set_xticks(x, [f"{m}\n({runs[m]} run{'s' if runs[m] > 1 else ''})" for m in methods], fontsize=8)
+        ax.set_ylabel("mean IoU drop per step (points)")
+        ax.set_title(f"similar by {criterion}")
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.legend(fontsize=7)
+    fig.suptitle("Similarity-driven forgetting")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
