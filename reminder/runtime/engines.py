@@ -187,8 +187,10 @@ class CudaBuffers:
     provider included, does not."""
 
     def __init__(self):
-        try:
-            import torch
+        import importlib
+
+        try:  # loaded only when a TensorRT engine is opened, like the torch backends' torch
+            torch = importlib.import_module("torch")
         except ImportError:
             raise ReminderError("the TensorRT backend needs torch for its GPU buffers (pip install torch, or "
                                 "NVIDIA's PyTorch wheel on Jetson); or run the ONNX artifact with --backend ort, "
