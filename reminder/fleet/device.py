@@ -168,7 +168,8 @@ def _sync(install_dir: Path, url, trusted_root, channel, keep, deadline, min_rat
         version, sequence = check_name(custom.get("version"), "published version"), int(custom.get("sequence", 0))
         digest = info.hashes.get("sha256")
         if version == status.get("installed"):
-            if status.get("sha256") and digest != status["sha256"]:
+            installed_digest = status.get("digests", {}).get(version)
+            if installed_digest and digest != installed_digest:
                 raise ReminderError(f"update refused: {version} is published with other content than the installed "
                                     f"{version}; a version is never replaced in place")
             log(f"up to date: {version} on channel {channel}")
@@ -257,7 +258,7 @@ def _install(install_dir: Path, archive: Path, version: str, sequence: int, chan
         shutil.rmtree(staging, ignore_errors=True)
     previous = status.get("installed")
     status["previous"] = ([previous] if previous else []) + [v for v in status.get("previous", []) if v != version]
-    status.update(installed=version, sequence=sequence, channel=channel, sha256=digest)
+    status.update(installed=version, sequence=sequence, channel=channel)
     status.setdefault("digests", {})[version] = digest
     _prune(install_dir, status, keep)
     status["previous"] = [v for v in status["previous"] if (install_dir / "versions" / v).is_dir()]
@@ -285,7 +286,6 @@ def _rollback(install_dir: Path, reason: str, log) -> dict:
     status["refused"] = status.get("refused", []) + ([abandoned] if abandoned else [])
     status["previous"] = previous[1:]
     status["installed"] = target
-    status["sha256"] = status.get("digests", {}).get(target)
     log(f"rolled back from {abandoned} to {target} ({reason})")
     return _record(install_dir, status, "rolled back", version=target, abandoned=abandoned, reason=reason)
 
