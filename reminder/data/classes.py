@@ -53,3 +53,18 @@ def voc_palette(num_colors: int = 256) -> list[tuple[int, int, int]]:
 def flat_palette() -> list[int]:
     """The VOC palette flattened for ``PIL.Image.putpalette``."""
     return [channel for color in voc_palette() for channel in color]
+
+
+def distinct_colors(used, count: int) -> list[tuple[int, int, int]]:
+    """``count`` colours, each as far (Euclidean RGB distance) from every colour in ``used``
+    and from the ones picked before it as a grid of 8 levels per channel allows (black and
+    white excluded: background and borders)."""
+    levels = [0, 36, 73, 109, 146, 182, 219, 255]
+    grid = [(r, g, b) for r in levels for g in levels for b in levels if (r, g, b) not in ((0, 0, 0), (255, 255, 255))]
+    taken = [tuple(int(v) for v in c) for c in used] or [(0, 0, 0)]
+    picked: list[tuple[int, int, int]] = []
+    for _ in range(count):
+        best = max(grid, key=lambda c: (min(sum((a - b) ** 2 for a, b in zip(c, t)) for t in taken), c))
+        picked.append(best)
+        taken.append(best)
+    return picked

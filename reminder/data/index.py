@@ -37,32 +37,34 @@ class ClassIndex:
         return self.classes[image_id]
 
 
-def _cache_key(samples: list[Sample], num_classes: int) -> str:
-    digest = hashlib.sha256(f"v{INDEX_VERSION}:{num_classes}".encode())
+def _cache_key(samples: list[Sample], num_classes: int, mask_reader=None) -> str:
+    digest = hashlib.sha256(f"v{INDEX_VERSION}:{num_classes}:{mask_reader!r}".encode())
     for sample in samples:
         stat = sample.mask.stat()
         digest.update(f"\n{sample.id}\t{sample.mask}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
-def _scan(args: tuple[list[tuple[str, str]], int]) -> list[tuple[str, list[int]]]:
-    chunk, num_classes = args
+def _scan(args: tuple[list[tuple[str, str]], int, object]) -> list[tuple[str, list[int]]]:
+    chunk, num_classes, mask_reader = args
     out = []
     for image_id, mask_path in chunk:
-        present = check_mask_values(read_mask(Path(mask_path)), num_classes, Path(mask_path))
+        mask = read_mask(Path(mask_path)) if mask_reader is None else mask_reader(Path(mask_path))
+        present = check_mask_values(mask, num_classes, Path(mask_path))
         out.append((image_id, [int(v) for v in present if v != 255]))
     return out
 
 
 def build_class_index(samples: list[Sample], *, num_classes: int, cache_dir: str | Path | None = None,
-                      workers: int | None = None, progress: bool = False) -> ClassIndex:
+                      workers: int | None = None, progress: bool = False, mask_reader=None) -> ClassIndex:
     """Index the classes in every sample's mask (values are checked against ``num_classes``).
 
     Reads ``cache_dir/index-<key>.json`` when the files are unchanged; otherwise scans
-    the masks with ``workers`` processes and writes that file atomically.
+    the masks with ``workers`` processes and writes that file atomically. ``mask_reader``
+    (picklable) decodes masks in place of reading their values (colour masks).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = _cache_key(samples, num_classes)
+    key = _cache_key(samples, num_classes, mask_reader)
     path = cache_dir / f"index-{key[:24]}.json"
     if path.is_file():
         try:
@@ -74,7 +76,7 @@ def build_class_index(samples: list[Sample], *, num_classes: int, cache_dir: str
             pass  # a damaged cache file is rebuilt below
     pairs = [(s.id, str(s.mask)) for s in samples]
     chunk_size = 64
-    jobs = [(pairs[i:i + chunk_size], num_classes) for i in range(0, len(pairs), chunk_size)]
+    jobs = [(pairs[i:i + chunk_size], num_classes, mask_reader) for i in range(0, len(pairs), chunk_size)]
     workers = workers or min(os.cpu_count() or 1, 8)
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(workers)

@@ -18,11 +18,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
     ``label_lut`` maps dataset labels to training/test labels before ``transform``
     (e.g. ``Scenario.train_lut(step)`` composed with the dataset's raw label table);
     mask values outside ``0..num_classes-1`` and 255 raise an error naming the file.
+    ``mask_reader`` decodes a mask path to class ids in place of reading the PNG's values
+    (a user dataset's colour masks, :class:`reminder.data.custom.MaskReader`).
     """
 
     def __init__(self, samples: Sequence[Sample], *, num_classes: int,
-                 label_lut: np.ndarray | None = None, transform: Callable | None = None):
+                 label_lut: np.ndarray | None = None, transform: Callable | None = None,
+                 mask_reader: Callable | None = None):
         self.samples = list(samples)
+        self.mask_reader = mask_reader  # a dataset's own decoder (colour masks): path -> ids
         self.num_classes = num_classes
         self.label_lut = label_lut
         self.transform = transform
@@ -33,7 +37,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[item]
         image = read_image(sample.image)
-        mask = read_mask(sample.mask)
+        mask = read_mask(sample.mask) if self.mask_reader is None else self.mask_reader(sample.mask)
         if image.shape[:2] != mask.shape:
             raise ReminderError(
                 f"mask {sample.mask} is {mask.shape[1]}x{mask.shape[0]} but image {sample.image} "

@@ -28,6 +28,10 @@ class ScenarioData:
     def test_ids(self, step: int) -> list[str]:
         return self.scenario.test_ids(step, self.test_index.classes)
 
+    def step_test_samples(self, step: int) -> list[Sample]:
+        by_id = {s.id: s for s in self.test_samples}
+        return [by_id[i] for i in self.test_ids(step)]
+
     def as_json(self) -> dict:
         """The ``reminder data split --json`` object (DESIGN.md section 5)."""
         steps = [{"step": t, "classes": list(classes), "train": self.train_ids(t), "test": self.test_ids(t)}

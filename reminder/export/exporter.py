@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -36,13 +37,10 @@ def _tool_versions() -> dict:
 
 
 def _scenario_images(run: Path, config, step: int, limit: int):
-    from reminder.data.splits import load_scenario
+    from reminder.train.run import load_run_data
 
-    data = load_scenario(config.dataset, config.root, config.setting, mode=config.mode, order=config.order,
-                         cache_dir=config.cache_dir or run / "cache")
-    ids = data.test_ids(step)[:limit]
-    by_id = {s.id: s for s in data.test_samples}
-    return [read_image(by_id[i].image) for i in ids]
+    data = load_run_data(config, cache_dir=config.cache_dir or run / "cache")
+    return [read_image(sample.image) for sample in data.step_test_samples(step)[:limit]]
 
 
 def each_step_exporter(formats: str, *, log: Callable[[str], None] = print) -> Callable[[Path, int], Path]:
@@ -167,13 +165,19 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
 
 
 def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
-    palette = voc_palette()
-    dataset_ids = [0] + list(meta["order"])
-    classes = [{"id": i, "name": n, "color": list(palette[dataset_ids[i]])} for i, n in enumerate(meta["classes"])]
+    colors = meta.get("colors")  # the run's class colours (a user's own); older runs: VOC's by class id
+    if colors is None:
+        palette, dataset_ids = voc_palette(), [0] + list(meta["order"])
+        colors = [palette[dataset_ids[i]] for i in range(len(meta["classes"]))]
+    classes = [{"id": i, "name": n, "color": list(colors[i])} for i, n in enumerate(meta["classes"])]
+    default_name = f"{config.dataset}-{config.setting}-{config.method}"
+    if config.dataset == "custom":  # your own data: the run folder's name, made a plain name
+        default_name = re.sub(r"[^A-Za-z0-9._+-]", "-", run.resolve().name).lstrip("._+-") or "model"
+
     size = config.eval_size or config.crop_size
     metrics = read_json(run / f"step{step}" / "metrics.json")
     manifest = {
-        "format": BUNDLE_FORMAT, "name": name or f"{config.dataset}-{config.setting}-{config.method}",
+        "format": BUNDLE_FORMAT, "name": name or default_name,
         "version": version or f"{run.name}-step{step}", "step": step,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "parent": None, "classes": classes,
         "input": {"height": size, "width": size, "layout": "NCHW", "dtype": "float32", "range": [0, 255],

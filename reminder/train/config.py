@@ -75,7 +75,20 @@ class TrainConfig:
     from_step0: str | None = None
     cache_dir: str | None = None
     export_each_step: str | None = None  # e.g. "onnx,torchscript": a bundle per step in RUN/bundles
+    # watching: RUN/step<t>/history.csv always; validation mIoU every eval_every epochs (0: at the end only)
+    eval_every: int = 0
+    tensorboard: bool = False
+    wandb: bool = False
+    # your own data (dataset "custom"): one dataset YAML per step, and each later step's options
+    data: tuple[str, ...] = ()
+    increments: tuple[dict, ...] = ()
     format: int = field(default=CONFIG_FORMAT)
+
+    def for_step(self, step: int) -> "TrainConfig":
+        """The options step ``step`` trains with: an increment's own method and options over the run's."""
+        if step == 0 or step > len(self.increments):
+            return self
+        return dataclasses.replace(self, **self.increments[step - 1])
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,9 +101,11 @@ class TrainConfig:
                 f"understands ({CONFIG_FORMAT}); upgrade reminder")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name in ("order", "crop_scale", "pod_scales"):
+        for name in ("order", "crop_scale", "pod_scales", "data", "increments"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
+        values["increments"] = tuple({k: tuple(v) if isinstance(v, list) else v for k, v in inc.items()}
+                                     for inc in values.get("increments", ()))
         return cls(**values)
 
 
@@ -106,6 +121,8 @@ DATASET_PRESETS: dict[str, dict] = {
     "synthvoc": {"backbone": "tiny", "epochs": 12, "lr": 0.05, "epochs_next": 6, "lr_next": 0.005,
                  "batch_size": 16, "crop_size": 128, "crop_scale": (0.5, 1.5), "eval_size": None,
                  "eval_batch_size": 16, "pod_factor": 0.01, "pod_logits_factor": 0.0005, "csw_delta": 0.0},
+    # your own data: the VOC loss weights; sizes and schedule scale with the data (train/custom.py)
+    "custom": {"pod_factor": 0.01, "pod_logits_factor": 0.0005, "csw_delta": 0.0, "eval_size": None},
 }
 # The reference repository's launch scripts pass --batch_size per GPU; the global batch is
 # NB_GPU x BATCH_SIZE. The dataset presets above are its PLOP and MiB scripts' (2 GPUs x 12 =
@@ -156,7 +173,7 @@ def resolve_config(*, dataset: str, root: str | Path, setting: str, method: str,
 
 # lower bounds of numeric options: a value below is refused before anything runs
 _MINIMUM = {"epochs": 1, "epochs_next": 1, "batch_size": 1, "crop_size": 16, "eval_size": 16, "eval_batch_size": 1,
-            "max_iterations": 1, "workers": 0}
+            "max_iterations": 1, "workers": 0, "eval_every": 0}
 _POSITIVE = ("lr", "lr_next")
 
 
@@ -177,7 +194,8 @@ def _check_values(values: dict) -> None:
 
 
 # Fields that may change between a run and its resumption without changing its results.
-RESUMABLE_FIELDS = {"out", "root", "workers", "device", "cache_dir", "eval_batch_size", "export_each_step"}
+RESUMABLE_FIELDS = {"out", "root", "workers", "device", "cache_dir", "eval_batch_size", "export_each_step",
+                    "tensorboard", "wandb", "data", "increments"}
 
 
 def check_resume(saved: TrainConfig, current: TrainConfig) -> None:

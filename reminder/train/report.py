@@ -20,7 +20,7 @@ import numpy as np
 
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_text
-from reminder.train.run import collect_steps, read_results
+from reminder.train.results import collect_steps, read_results
 
 
 def _pct(value) -> str:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from reminder.data.splits import ScenarioData, load_scenario
+from reminder.data.classes import voc_palette
+from reminder.data.splits import load_scenario
 from reminder.data.transforms import eval_transform, train_transform
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_text, read_json
@@ -32,16 +33,13 @@ from reminder.models import build_segmenter
 from reminder.train.checkpoint import (check_compatible, completed_steps, load_model, load_tensors, read_meta,
                                        save_model, save_tensors, step_file_hashes)
 from reminder.train.config import TrainConfig, check_resume, load_config
+from reminder.train.history import History
 from reminder.train.distributed import DistContext, init_distributed
-from reminder.train.forgetting import run_similarity_forgetting
 from reminder.train.evaluate import confusion_matrix, step_metrics
 from reminder.train.methods import STEP0_METHOD, build_method
-from reminder.train.metrics import average_over_steps
+from reminder.train.results import collect_steps, read_results, write_results  # noqa: F401 (public here too)
 from reminder.train.prototypes import compute_prototypes, load_prototypes, merge_prototypes, save_prototypes
 from reminder.train.step import ForwardFeatures, StepState, compute_thresholds, estimate_fisher, freeze, train_increment
-
-RESULTS_FORMAT = 1
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -86,36 +84,49 @@ class ScenarioRunner:
 
     def __init__(self, config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print,
                  on_step: Callable[[Path, int], object] | None = None):
-        self.config = config
+        self.base = self.config = config
         self.out = Path(config.out)
         self.progress, self.on_step = progress, on_step
         self.device = resolve_device(config.device)
         self.dist = init_distributed(self.device)
         self.log = log if self.dist.is_main else (lambda message: None)
         self.method = build_method(config.method, config)
-        self.data: ScenarioData = load_scenario(
-            config.dataset, config.root, config.setting, mode=config.mode, order=config.order,
-            test_protocol=config.test_protocol, other_as_background=config.other_as_background,
-            cache_dir=config.cache_dir or self.out / "cache", validation=config.validation,
-            progress=progress and self.dist.is_main)
+        self.data = load_run_data(config, cache_dir=config.cache_dir or self.out / "cache",
+                                  progress=progress and self.dist.is_main)
         self.scenario = self.data.scenario
+
+    def enter(self, step: int) -> None:
+        """Use step ``step``'s options (a later step of your own data may have its own method and schedule)."""
+        self.config = self.base.for_step(step)
+        self.method = build_method(self.config.method, self.config)
 
     # -- run folder -------------------------------------------------------------------
     def prepare(self) -> None:
-        path = self.out / "config.json"
-        if path.is_file():
-            check_resume(load_config(self.out), self.config)
-        elif self.dist.is_main:
-            atomic_write_text(path, json.dumps(self.config.to_json(), indent=2))
+        """Check that every step can train, then record the configuration. Nothing is written
+        before the checks pass, and a run folder in which no step completed takes the new
+        options: a failed start never blocks the retry."""
         for step in range(self.scenario.num_steps):
             if not self.data.train_ids(step):
                 names = ", ".join(f"{c} {self.data.spec.class_names[c]}" for c in self.scenario.steps[step])
-                raise ReminderError(f"step {step} ({names}) has no training image in {self.config.root}: "
-                                    f"the dataset lacks classes this setting needs")
-        per_rank = self.config.batch_size // self.dist.world_size
-        if per_rank < 2 and not self.config.freeze_bn:
-            raise ReminderError(f"batch size {self.config.batch_size} over {self.dist.world_size} process(es) "
-                                f"leaves {per_rank} image per batch; batch norm needs 2 (or use --freeze-bn)")
+                where = self.data.datasets[step].source if self.base.dataset == "custom" else self.base.root
+                raise ReminderError(f"step {step} ({names}) has no training image in {where}: "
+                                    f"the dataset lacks classes this {'step' if self.base.dataset == 'custom' else 'setting'} needs")
+            config = self.base.for_step(step)
+            per_rank = config.batch_size // self.dist.world_size
+            if per_rank < 2 and not config.freeze_bn:
+                raise ReminderError(f"batch size {config.batch_size} over {self.dist.world_size} process(es) "
+                                    f"leaves {per_rank} image per batch; batch norm needs 2 (or use --freeze-bn)")
+        if self.base.dataset == "custom":
+            for step in range(self.scenario.num_steps):
+                missing = self.data.missing_val_classes(step)
+                if missing:
+                    self.log(f"warning: the val images of step {step} hold no pixel of {', '.join(missing)}; "
+                             f"their IoU cannot be measured (add val images with them)")
+        path = self.out / "config.json"
+        if path.is_file():
+            check_completed_steps(load_config(self.out), self.base, completed_steps(self.out))
+        if self.dist.is_main:
+            atomic_write_text(path, json.dumps(self.base.to_json(), indent=2))
         self.dist.barrier()
 
     def step_dir(self, step: int) -> Path:
@@ -126,9 +137,14 @@ class ScenarioRunner:
 
     def meta(self, step: int) -> dict:
         names = self.data.spec.class_names
-        channels = [names[0]] + [names[c] for c in self.scenario.order[: self.scenario.num_seen(step) - 1]]
-        return {"dataset": self.config.dataset, "setting": self.config.setting, "step": step,
-                "method": self.config.method, "order": list(self.scenario.order), "classes": channels}
+        ids = [0] + list(self.scenario.order[: self.scenario.num_seen(step) - 1])
+        colors = self.data.colors if self.base.dataset == "custom" else voc_palette()
+        meta = {"dataset": self.base.dataset, "setting": self.base.setting, "step": step,
+                "method": self.base.for_step(step).method, "order": list(self.scenario.order),
+                "classes": [names[c] for c in ids], "colors": [list(colors[c]) for c in ids]}
+        if self.base.dataset == "custom":
+            meta["data"] = self.base.data[step]
+        return meta
 
     # -- one step ---------------------------------------------------------------------
     def train_loader(self, step: int) -> DataLoader:
@@ -142,6 +158,7 @@ class ScenarioRunner:
                            seed=0, config=self.config, dist=self.dist, device=self.device)
 
     def run_step(self, step: int) -> dict:
+        self.enter(step)
         config, scenario = self.config, self.scenario
         started = time.perf_counter()
         seed_everything(config.seed, step)
@@ -207,8 +224,28 @@ class ScenarioRunner:
             trained = torch.nn.parallel.DistributedDataParallel(ForwardFeatures(model), device_ids=ids)
         epochs = config.epochs if step == 0 else config.epochs_next
         lr = config.lr if step == 0 else config.lr_next
-        return train_increment(trained, method, loader, state, config=config, device=self.device,
-                               dist=self.dist, epochs=epochs, lr=lr, progress=self.progress)
+        history = None
+        if self.dist.is_main:
+            history = History(self.step_dir(step), step, tensorboard=config.tensorboard, wandb=config.wandb,
+                               run_name=self.out.name)
+        try:
+            return train_increment(trained, method, loader, state, config=config, device=self.device,
+                                   dist=self.dist, epochs=epochs, lr=lr, progress=self.progress, history=history,
+                                   validate=self._validator(step) if config.eval_every else None)
+        finally:
+            if history is not None:
+                history.close()
+
+    def _validator(self, step: int):
+        """mIoU of the seen classes on the step's evaluation images (the val set, or the carved
+        validation share), for the history's per-epoch rows."""
+        loader = self.plain_loader(self.data.test_dataset(step, eval_transform(self.config.eval_size)))
+
+        def validate(model) -> float:
+            matrix = confusion_matrix(model, loader, self.scenario.num_seen(step), device=self.device,
+                                      reduce=self.dist.reduce)
+            return step_metrics(matrix, self.scenario, step, self.data.spec.class_names)["all"]
+        return validate
 
     def _store_statistics(self, model, step: int) -> None:
         """Prototypes of the step's classes (and the Fisher for EWC), kept with the checkpoint."""
@@ -247,6 +284,7 @@ class ScenarioRunner:
     def run(self) -> dict:
         self.prepare()
         for step in range(self.scenario.num_steps):
+            self.enter(step)
             if self.is_complete(step):
                 self.log(f"step {step}: complete in {self.step_dir(step)}, skipped")
             else:
@@ -261,48 +299,38 @@ class ScenarioRunner:
         return read_results(self.out)
 
 
+def load_run_data(config: TrainConfig, *, cache_dir, progress: bool = False, data=None):
+    """The images and labels of a run: a benchmark dataset and setting, or one YAML per step
+    (``data`` replaces the run's YAMLs, e.g. to score on other val sets)."""
+    if config.dataset == "custom":
+        from reminder.data.increments import load_increments
+
+        return load_increments(data or config.data, mode=config.mode, test_protocol=config.test_protocol,
+                               cache_dir=cache_dir, validation=config.validation, progress=progress)
+    return load_scenario(config.dataset, config.root, config.setting, mode=config.mode, order=config.order,
+                         test_protocol=config.test_protocol, other_as_background=config.other_as_background,
+                         cache_dir=cache_dir, validation=config.validation, progress=progress)
+
+
+def check_completed_steps(saved: TrainConfig, current: TrainConfig, done: list[int]) -> None:
+    """A run folder may take new options only for the steps it has not completed."""
+    if not done:
+        return  # nothing trained yet: the new options simply apply
+    check_resume(saved, current)
+    for step in done:
+        if step < len(current.data):
+            if saved.data[step:step + 1] != current.data[step:step + 1]:
+                raise ReminderError(f"step {step} of {current.out} was trained on "
+                                    f"{(saved.data[step:step + 1] or ['?'])[0]}, not {current.data[step]}")
+            if step and saved.for_step(step) != current.for_step(step):
+                raise ReminderError(f"step {step} of {current.out} is complete with other options; use another "
+                                    f"--out, or the options it was trained with")
+
+
 def _summary(metrics: dict) -> str:
     def pct(value):
         return "-" if value is None or value != value else f"{100 * value:.1f}"
     return f"old {pct(metrics['old'])}  new {pct(metrics['new'])}  all {pct(metrics['all'])}"
-
-
-def collect_steps(run: Path) -> list[dict]:
-    """The metrics of every complete step of a run folder, in order."""
-    return [read_json(Path(run) / f"step{t}" / "metrics.json") for t in completed_steps(run)]
-
-
-def write_results(run: Path) -> dict:
-    """``results.json`` and ``results.csv`` from the completed steps' metrics."""
-    config = load_config(run)
-    steps = collect_steps(run)
-    alls = []
-    for metrics in steps:
-        alls.append(metrics["all"])
-        metrics["avg"] = average_over_steps(alls)
-        metrics.pop("confusion", None)
-    results = {"format": RESULTS_FORMAT, "dataset": config.dataset, "setting": config.setting,
-               "method": config.method, "backbone": config.backbone, "mode": config.mode, "seed": config.seed,
-               "steps": steps, "similarity_forgetting": run_similarity_forgetting(run, steps, config.dataset)}
-    atomic_write_text(run / "results.json", json.dumps(results, indent=2))
-    class_names = list(steps[-1]["iou"]) if steps else []
-    lines = [",".join(["step", "old", "new", "all", "avg"] + class_names)]
-    for metrics in steps:
-        values = [metrics["old"], metrics["new"], metrics["all"], metrics["avg"]]
-        values += [metrics["iou"].get(name) for name in class_names]
-        lines.append(",".join([str(metrics["step"])] + ["" if v is None or v != v else f"{v:.6f}" for v in values]))
-    atomic_write_text(run / "results.csv", "\n".join(lines) + "\n")
-    return results
-
-
-def read_results(run: Path) -> dict:
-    path = Path(run) / "results.json"
-    if not path.is_file():
-        raise ReminderError(f"{run} has no results.json yet: no step is complete")
-    results = read_json(path)
-    if results.get("format", 1) > RESULTS_FORMAT:
-        raise ReminderError(f"{path} has format {results['format']}, newer than this reminder understands")
-    return results
 
 
 def train_scenario(config: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print,
@@ -319,11 +347,16 @@ def train_scenario(config: TrainConfig, *, progress: bool = True, log: Callable[
     return ScenarioRunner(config, progress=progress, log=log, on_step=on_step).run()
 
 
-def evaluate_run(run: str | Path, *, step: int | None = None, progress: bool = True,
+def evaluate_run(run: str | Path, *, step: int | None = None, data=None, progress: bool = True,
                  log: Callable[[str], None] = print) -> list[dict]:
-    """Re-evaluate the saved checkpoints of a run (all complete steps, or one)."""
+    """Re-evaluate the saved checkpoints of a run (all complete steps, or one). ``data``: for
+    a run on your own data, the YAMLs whose val sets (together) score every step, in place
+    of the run's own."""
     run = Path(run)
-    runner = ScenarioRunner(load_config(run), progress=progress, log=log)
+    config = load_config(run)
+    if data and config.dataset != "custom":
+        raise ReminderError(f"{run} is a benchmark run ({config.dataset}); --data scores runs on your own data")
+    runner = ScenarioRunner(config, progress=progress, log=log)
     steps = range(runner.scenario.num_steps) if step is None else [step]
     out = []
     for t in steps:
@@ -332,10 +365,17 @@ def evaluate_run(run: str | Path, *, step: int | None = None, progress: bool = T
                 raise ReminderError(f"step {t} of {run} has no checkpoint")
             break
         model, _ = load_model(runner.step_dir(t), runner.device)
-        dataset = runner.data.test_dataset(t, eval_transform(runner.config.eval_size))
+        transform = eval_transform(runner.config.eval_size)
+        if data:
+            from reminder.data.increments import union_val_dataset
+
+            dataset = union_val_dataset(data, runner.data.spec.class_names, runner.scenario.num_seen(t), transform)
+        else:
+            dataset = runner.data.test_dataset(t, transform)
         matrix = confusion_matrix(model, runner.plain_loader(dataset), runner.scenario.num_seen(t),
                                   device=runner.device, progress=progress)
         metrics = {"step": t, **step_metrics(matrix, runner.scenario, t, runner.data.spec.class_names)}
         log(f"step {t}: " + _summary(metrics))
+        log("  " + "  ".join(f"{name} {'-' if v is None else f'{100 * v:.1f}'}" for name, v in metrics["iou"].items()))
         out.append(metrics)
     return out

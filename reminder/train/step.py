@@ -129,8 +129,12 @@ def compute_terms(method: Method, inputs: StepInputs) -> dict[str, torch.Tensor]
 
 def train_increment(model: nn.Module, method: Method, loader, state: StepState, *, config: TrainConfig,
                     device: torch.device, dist: DistContext, epochs: int, lr: float,
-                    progress: bool = True) -> dict[str, float]:
-    """Train ``model`` (the student, possibly DDP-wrapped) for one step; mean of each term."""
+                    progress: bool = True, history=None, validate=None) -> dict[str, float]:
+    """Train ``model`` (the student, possibly DDP-wrapped) for one step; mean of each term.
+
+    ``history`` (a :class:`reminder.train.history.History`) gets every iteration's terms and
+    learning rate; ``validate(model) -> mIoU`` runs every ``config.eval_every`` epochs and
+    after the last one, its result going to ``history``."""
     optimizer = make_optimizer(model, lr, config)
     scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" and device.type == "cuda" else None
     per_epoch = len(loader)
@@ -148,20 +152,29 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
         bar = progress_bar(None, True, total=total, desc=f"step {state.step}", unit="it", dynamic_ncols=True)
     sums: dict[str, float] = {}
     iteration = 0
+    num_epochs = math.ceil(total / max(per_epoch, 1))
     try:
-        for epoch in range(math.ceil(total / max(per_epoch, 1))):
+        for epoch in range(num_epochs):
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
             set_train_mode(model, freeze_bn=config.freeze_bn)
             for images, labels in loader:
                 if iteration >= total:
                     break
+                step_lr = poly_lr(lr, iteration, total, config.lr_power)
                 for group in optimizer.param_groups:
-                    group["lr"] = poly_lr(lr, iteration, total, config.lr_power)
+                    group["lr"] = step_lr
                 terms = train_iteration(model, method, images, labels, state, optimizer, scaler, config=config,
                                         device=device, dist=dist, forward=forward, ewc=ewc, iteration=iteration)
-                record_terms(sums, terms, bar)
+                values = record_terms(sums, terms, bar)
+                if history is not None:
+                    history.iteration(epoch, iteration, step_lr, values)
                 iteration += 1
+            last = epoch == num_epochs - 1
+            if validate is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
+                miou = validate(unwrap(model))
+                if history is not None:
+                    history.validation(epoch, iteration, miou)
     except torch.OutOfMemoryError:
         raise ReminderError(
             f"out of GPU memory at step {state.step} with batch size {config.batch_size} and crop "
@@ -172,13 +185,15 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
     return {name: value / max(iteration, 1) for name, value in sums.items()} | {"iterations": iteration}
 
 
-def record_terms(sums: dict[str, float], terms: dict[str, torch.Tensor], bar) -> None:
+def record_terms(sums: dict[str, float], terms: dict[str, torch.Tensor], bar) -> dict[str, float]:
     """Add one iteration's terms to the running sums and show them on the progress bar."""
-    for name, value in terms.items():
-        sums[name] = sums.get(name, 0.0) + float(value.detach())
+    values = {name: float(value.detach()) for name, value in terms.items()}
+    for name, value in values.items():
+        sums[name] = sums.get(name, 0.0) + value
     if bar is not None:
         bar.update(1)
-        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+    return values
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from reminder.data.classes import VOC_CLASSES, voc_palette
+from reminder.data.classes import VOC_CLASSES, distinct_colors, voc_palette
 from reminder.errors import ReminderError
 from reminder.runtime.sources import IMAGE_EXTENSIONS
 
@@ -25,7 +25,7 @@ VOID_COLOR = (224, 224, 192)  # VOC's "difficult / void" colour (palette index 2
 @dataclass(frozen=True)
 class NewClass:
     name: str
-    color: tuple[int, int, int] | None = None  # default: VOC's colour for a VOC name, else a free one
+    color: tuple[int, int, int] | None = None  # default: VOC's colour for a VOC name, else one far from those in use
 
 
 def parse_class(text: str) -> NewClass:
@@ -64,8 +64,8 @@ def class_colors(manifest: dict, new: Sequence[NewClass]) -> list[tuple[str, tup
         color = cls.color
         if color is None and cls.name in VOC_CLASSES and tuple(palette[VOC_CLASSES.index(cls.name)]) not in used:
             color = tuple(palette[VOC_CLASSES.index(cls.name)])
-        if color is None:
-            color = next(tuple(c) for c in palette[1:255] if tuple(c) not in used and tuple(c) != VOID_COLOR)
+        if color is None:  # far from every colour in use, so the new class stands out in overlays
+            color = distinct_colors(list(used) + [VOID_COLOR], 1)[0]
         if color in used:
             raise ReminderError(f"colour {','.join(map(str, color))} of class {cls.name!r} is already used by "
                                 f"{used[color]!r}; give another with --class {cls.name}:R,G,B")
