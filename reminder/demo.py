@@ -50,14 +50,14 @@ QUICK = DemoSize(images=160, size=64, epochs=4, epochs_next=1, batch_size=8, vid
                  update_frames=8, update_iterations=20)
 
 
-def ensure_synthvoc(root: Path, *, images: int, size: int, seed: int = 0) -> Path:
+def ensure_synthvoc(root: Path, *, images: int, size: int, seed: int = 0, progress: bool = True) -> Path:
     """Generate SynthVOC under ``root`` unless the same one is already there."""
     meta = root / "VOCdevkit" / "VOC2012" / "synthvoc.json"
     if meta.is_file():
         stored = json.loads(meta.read_text())
         if (stored.get("images"), stored.get("size"), stored.get("seed")) == (images, size, seed):
             return meta.parent
-    return write_synthvoc(root, images=images, size=size, seed=seed, progress=True)
+    return write_synthvoc(root, images=images, size=size, seed=seed, progress=progress)
 
 
 def _config(data: Path, out: Path, method: str, plan: DemoSize, **extra):
@@ -68,7 +68,7 @@ def _config(data: Path, out: Path, method: str, plan: DemoSize, **extra):
                           crop_size=plan.size, eval_size=None, workers=0, **extra)
 
 
-def _train(data: Path, out: Path, methods: Sequence[str], plan: DemoSize, echo) -> dict[str, Path]:
+def _train(data: Path, out: Path, methods: Sequence[str], plan: DemoSize, echo, progress: bool = True) -> dict[str, Path]:
     from reminder.export.exporter import each_step_exporter
     from reminder.train.run import train_scenario
 
@@ -86,7 +86,7 @@ def _train(data: Path, out: Path, methods: Sequence[str], plan: DemoSize, echo) 
             extra["export_each_step"] = "onnx"
             on_step = each_step_exporter("onnx", log=log)
         echo(f"\n== training {method} on SynthVOC 15-1 ({run})")
-        train_scenario(_config(data, run, method, plan, **extra), progress=True, log=log, on_step=on_step)
+        train_scenario(_config(data, run, method, plan, **extra), progress=progress, log=log, on_step=on_step)
         runs[method] = run
     return runs
 
@@ -107,30 +107,38 @@ def _video(data: Path, path: Path, frames: int) -> Path:
 
 
 def _overlay_strip(data: Path, bundles: list[Path], path: Path, rows: int = 4) -> Path:
-    """Validation frames showing the later classes, drawn by each step's bundle in turn."""
+    """Validation frames showing the later classes: the frame, its ground truth, then each
+    step's bundle in turn, with a legend of every class shown."""
     import cv2
+    from PIL import Image
 
+    from reminder.runtime.overlay import legend_bar, overlay
     from reminder.runtime.predictor import Predictor
 
     voc = data / "VOCdevkit" / "VOC2012"
     ids = (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
     predictors = [Predictor(b) for b in bundles]
-    from PIL import Image
-
-    later = [i for i in ids if np.isin(np.array(Image.open(voc / "SegmentationClass" / f"{i}.png")),
-                                       [16, 17, 18, 19, 20]).mean() > 0.05]
-    chosen = (later + [i for i in ids if i not in later])[:rows]
-    tiles = []
+    last = predictors[-1]
+    truths = {i: np.array(Image.open(voc / "SegmentationClass" / f"{i}.png")) for i in ids[:200]}
+    later = [i for i, t in truths.items() if np.isin(t, [16, 17, 18, 19, 20]).mean() > 0.05]
+    chosen = (later + [i for i in truths if i not in later])[:rows]
+    tiles, shown = [], set()
     for image_id in chosen:
         frame = cv2.imread(str(voc / "JPEGImages" / f"{image_id}.jpg"))
-        row = [frame] + [p.render(frame, p.predict(frame)[0], alpha=0.6) for p in predictors]
+        truth = np.where(truths[image_id] == 255, 0, truths[image_id]).astype(np.uint8)
+        predictions = [p.predict(frame)[0] for p in predictors]
+        shown.update(int(k) for labels in [truth] + [q.labels for q in predictions] for k in np.unique(labels))
+        row = [frame, overlay(frame, truth, last.palette, alpha=0.6)]
+        row += [overlay(frame, q.labels, p.palette, alpha=0.6) for p, q in zip(predictors, predictions)]
         tiles.append(np.concatenate(row, axis=1))
     header = np.full((24, tiles[0].shape[1], 3), 255, np.uint8)
     width = frame.shape[1]
-    for column, title in enumerate(["frame"] + [f"step {i}" for i in range(len(bundles))]):
+    for column, title in enumerate(["frame", "ground truth"] + [f"step {i}" for i in range(len(bundles))]):
         cv2.putText(header, title, (column * width + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    cv2.imwrite(str(path), np.concatenate([header] + tiles, axis=0))
+    legend = legend_bar(tiles[0].shape[1], sorted(k for k in shown if 0 < k < len(last.names)), last.palette,
+                        last.names)
+    cv2.imwrite(str(path), np.concatenate([header] + tiles + [legend], axis=0))
     return path
 
 
@@ -166,8 +174,8 @@ def _fleet(out: Path, bundles: list[Path], echo) -> dict:
 
 
 def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finetune", "reminder"),
-             echo: Callable[[str], None] = print) -> Path:
-    """Run the demo into ``out``; return the report's path."""
+             echo: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Run the demo into ``out``; return the report's path (``progress``: progress bars)."""
     from reminder.bundle import read_manifest
     from reminder.runtime.stream import run_stream
     from reminder.update import UpdateOptions, format_report, update_bundle
@@ -184,10 +192,10 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
     started = time.perf_counter()
     data = out / "synthvoc"
     echo(f"== SynthVOC: {plan.images} images of {plan.size} px in {data}")
-    ensure_synthvoc(data, images=plan.images, size=plan.size)
+    ensure_synthvoc(data, images=plan.images, size=plan.size, progress=progress)
     echo(format_split_table(load_scenario("synthvoc", data, "15-1", cache_dir=out / "cache")))
 
-    runs = _train(data, out, methods, plan, echo)
+    runs = _train(data, out, methods, plan, echo, progress)
     reminder_run = runs["reminder"]
     bundles = sorted((reminder_run / "bundles").glob("step*"), key=lambda p: int(p.name[4:]))
 
@@ -203,7 +211,7 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
     shutil.rmtree(out / "device-frames", ignore_errors=True)
     frames = write_class_frames(data, 16, plan.update_frames, out / "device-frames", split="train", min_share=0.02)
     updated = update_bundle(bundles[0], images=frames / "images", masks=frames / "masks", classes=["pottedplant"],
-                            out=out / "device-update", log=lambda message: echo(f"  {message}"),
+                            out=out / "device-update", log=lambda message: echo(f"  {message}"), progress=progress,
                             options=UpdateOptions(iterations=plan.update_iterations, freeze_backbone=True,
                                                   agreement_confidence=0.7))
     echo("  " + format_report(updated.report).replace("\n", "\n  "))
@@ -219,8 +227,8 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
     manifest = read_manifest(updated.bundle)
     extra = [
         "", "## Frames through the increments", "",
-        "Validation frames that show the classes learnt after step 0, drawn by the REMINDER bundle "
-        "of each step (ONNX Runtime).", "", f"![overlays]({strip.name})", "",
+        "Validation frames that show the classes learnt after step 0: the frame, its ground truth, then "
+        "the REMINDER bundle of each step (ONNX Runtime), with a legend of the classes shown.", "", f"![overlays]({strip.name})", "",
         "## Runtime", "",
         f"`reminder run` on a {stream.total}-frame video with bundle `{bundles[-1].name}` "
         f"({len(read_manifest(bundles[-1])['classes'])} classes): {stream.fps:.1f} FPS on this machine, "

@@ -222,3 +222,12 @@ def sheep_frames(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sheep")
     write_synthvoc(root / "source", images=320, size=64, seed=11, workers=1)
     return write_class_frames(root / "source", SHEEP, 20, root, min_share=40 / 64 ** 2)
+
+
+def label_ids(path) -> np.ndarray:
+    """The class ids of a label PNG (a palette PNG: PIL keeps the indices, OpenCV would expand them)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.mode == "P", f"{path} is a {image.mode} PNG, not a palette PNG"
+        return np.array(image)

@@ -39,13 +39,14 @@ def data_synth(out: Path, images: int, size: int, seed: int, workers: int | None
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where the class index is cached (default: $REMINDER_CACHE or ~/.cache/reminder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the per-step image ids.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def data_split(dataset: str, root: Path, setting: str, mode: str, order: str | None,
-               cache_dir: Path | None, as_json: bool) -> None:
+               cache_dir: Path | None, as_json: bool, quiet: bool) -> None:
     """Show which images and classes each step of a continual setting uses."""
     from reminder.data.splits import format_split_table, load_scenario
 
     scenario_data = load_scenario(dataset, root, setting, mode=mode, order=parse_order(order),
-                                  cache_dir=cache_dir, progress=not as_json)
+                                  cache_dir=cache_dir, progress=not (as_json or quiet))
     if as_json:
         click.echo(json.dumps(scenario_data.as_json()))
     else:

@@ -15,8 +15,9 @@ from reminder.cli.common import parse_list
 @click.option("--quick", is_flag=True, help="A smaller, shorter demo (about 2 minutes; what the tests run).")
 @click.option("--methods", default="finetune,reminder", show_default=True,
               help="Comma-separated methods to train (reminder required; plop adds a third run).")
-def demo(out: Path, quick: bool, methods: str) -> None:
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: Path, quick: bool, methods: str, quiet: bool) -> None:
     """The whole product on SynthVOC on this CPU: train 15-1, export, run, update on device, report."""
     from reminder.demo import run_demo
 
-    run_demo(out, quick=quick, methods=parse_list(methods, "--methods"), echo=click.echo)
+    run_demo(out, quick=quick, methods=parse_list(methods, "--methods"), echo=click.echo, progress=not quiet)

@@ -32,15 +32,17 @@ from reminder.cli.common import parse_list, parse_size
                    "and parity images (its profile spans half the smallest to twice the largest).")
 @click.option("--trt-max-batch", type=int, default=8, show_default=True, help="Largest batch the engine accepts.")
 @click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
+@click.option("--quiet", is_flag=True, help="Only the final line (no per-format messages).")
 def export(run, step, formats, out, output, images, parity_threshold, parent, device, trt_fp16, trt_sizes,
-           trt_max_batch, force) -> None:
+           trt_max_batch, force, quiet) -> None:
     """Export a trained step to ONNX / TorchScript / AOTInductor / TensorRT in a verified bundle."""
     from reminder.export.exporter import export_bundle
 
     sizes = [parse_size(v) for v in parse_list(trt_sizes, "--trt-sizes")] if trt_sizes else ()
     path = export_bundle(run, out=out, formats=formats, step=step, output=output, images=images,
                          parity_threshold=parity_threshold, parent=parent, device=device, trt_fp16=trt_fp16,
-                         trt_sizes=sizes, trt_max_batch=trt_max_batch, force=force, log=click.echo)
+                         trt_sizes=sizes, trt_max_batch=trt_max_batch, force=force,
+                         log=(lambda message: None) if quiet else click.echo)
     click.echo(f"bundle written to {path}")
 
 

@@ -34,8 +34,9 @@ from reminder.cli.common import parse_list
 @click.option("--version", "version", default=None, help="Version of the new bundle (default: PARENT+NAMES).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
+@click.option("--quiet", is_flag=True, help="No progress bar or step messages; the report and the bundle only.")
 def update_command(bundle, images, masks, classes, out, iterations, time_budget, batch_size, crop_size, lr,
-                   freeze_backbone, no_csw_kd, holdout, device, amp, formats, version, seed, force) -> None:
+                   freeze_backbone, no_csw_kd, holdout, device, amp, formats, version, seed, force, quiet) -> None:
     """Teach a bundle new classes from a few labelled frames, on the device (REMINDER losses)."""
     from reminder.update import UpdateOptions, format_report, update_bundle
 
@@ -44,6 +45,7 @@ def update_command(bundle, images, masks, classes, out, iterations, time_budget,
                             holdout=holdout, device=device, amp=amp, seed=seed, version=version, force=force,
                             formats=tuple(parse_list(formats, "--format")) if formats else None)
     result = update_bundle(bundle, images=images, masks=masks, classes=list(classes), out=out, options=options,
-                           log=lambda message: click.echo(message, err=True))
+                           progress=not quiet, log=(lambda message: None) if quiet else
+                           (lambda message: click.echo(message, err=True)))
     click.echo(format_report(result.report))
     click.echo(f"new bundle: {result.bundle}")

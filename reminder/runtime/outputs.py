@@ -58,7 +58,7 @@ class Outputs:
             else:
                 self._video(frame.source, image).write(self._fit(frame.source, image))
         if "labels" in self.save:
-            cv2.imwrite(str(self.folder(frame.source, "labels") / f"{frame.name}.png"), prediction.labels)
+            predictor.save_labels(self.folder(frame.source, "labels") / f"{frame.name}.png", prediction)
         if self.stats is not None:
             self.stats.write(json.dumps(record) + "\n")
 

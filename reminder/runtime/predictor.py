@@ -25,7 +25,7 @@ import numpy as np
 from reminder.errors import ReminderError
 from reminder.bundle import open_bundle
 from reminder.runtime.backends import select_backend
-from reminder.runtime.overlay import render
+from reminder.runtime.overlay import render, write_label_png
 
 RESIZE_MODES = ("letterbox", "fit", "stretch", "none")
 MIN_SIZE, MAX_SIZE = 16, 8192  # network input per side: below, the model has nothing left; above, no memory
@@ -109,6 +109,7 @@ class Predictor:
         self.names = [c["name"] for c in self.classes]
         self.version = self.manifest["version"]
         rgb = np.array([c["color"] for c in self.classes], dtype=np.uint8).reshape(-1, 3)
+        self.colors = rgb  # RGB, for label PNGs
         self.palette = rgb if color == "rgb" else np.ascontiguousarray(rgb[:, ::-1])
         # letterbox padding in the dataset's mean colour: zero after the in-graph normalisation
         self._pad = [round(255 * m) for m in spec.get("mean", (0.485, 0.456, 0.406))]
@@ -226,9 +227,15 @@ class Predictor:
 
     # -- presentation ----------------------------------------------------------
     def render(self, frame: np.ndarray, prediction: Prediction, *, view: str = "overlay",
-               alpha: float = 0.5) -> np.ndarray:
-        """The frame with its labels drawn in the bundle's palette (see :mod:`.overlay`)."""
-        return render(frame, prediction.labels, self.palette, view=view, alpha=alpha)
+               alpha: float = 0.5, legend: bool = True) -> np.ndarray:
+        """The frame with its labels drawn in the bundle's palette (see :mod:`.overlay`) and,
+        with ``legend``, the names and colours of the classes present."""
+        return render(frame, prediction.labels, self.palette, view=view, alpha=alpha,
+                      names=self.names if legend else None)
+
+    def save_labels(self, path, prediction: Prediction) -> None:
+        """The label map as a palette PNG: class colours in any viewer, pixel values the ids."""
+        write_label_png(path, prediction.labels.astype(np.uint8, copy=False), self.colors)
 
     def shares(self, prediction: Prediction, *, minimum: float = 0.0) -> dict[str, float]:
         """``{class name: share of the frame}`` for the classes above ``minimum``."""

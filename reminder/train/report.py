@@ -99,7 +99,22 @@ def _pyplot():
     return plt
 
 
+def _line_colors(count: int) -> list:
+    """Distinct colours for ``count`` lines: matplotlib's 10 up to 10, tab20 up to 20, then
+    evenly spaced hues (the default cycle repeats after 10)."""
+    import matplotlib
+
+    if count <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(count)]
+    if count <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(count)]
+    return [matplotlib.colormaps["hsv"](i / count) for i in range(count)]
+
+
 def _save_line_plot(fig, ax, path: Path, *, ylabel: str, title: str, **legend) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -113,9 +128,9 @@ def _save_line_plot(fig, ax, path: Path, *, ylabel: str, title: str, **legend) -
 
 def plot_miou_per_step(results: list[dict], path: Path) -> Path:
     fig, ax = _pyplot().subplots(figsize=(6, 4))
-    for r in results:
+    for r, color in zip(results, _line_colors(len(results))):
         steps = [s["step"] for s in r["steps"]]
-        ax.plot(steps, [100 * s["all"] for s in r["steps"]], marker="o", label=r["label"])
+        ax.plot(steps, [100 * s["all"] for s in r["steps"]], marker="o", label=r["label"], color=color)
     return _save_line_plot(fig, ax, path, ylabel="mIoU of seen classes (%)", title="mIoU per step", fontsize=8)
 
 
@@ -123,11 +138,47 @@ def plot_forgetting(result: dict, path: Path) -> Path:
     """IoU of each step-0 class over the steps: how much each old class is forgotten."""
     steps = result["steps"]
     fig, ax = _pyplot().subplots(figsize=(7, 4))
-    for name in steps[0]["iou"]:
+    names = list(steps[0]["iou"])
+    for name, color in zip(names, _line_colors(len(names))):
         values = [100 * (s["iou"].get(name) or 0.0) for s in steps]
-        ax.plot([s["step"] for s in steps], values, marker=".", label=name)
+        ax.plot([s["step"] for s in steps], values, marker=".", label=name, color=color)
     return _save_line_plot(fig, ax, path, ylabel="IoU (%)", title=f"Old classes over the steps: {result['label']}",
                            fontsize=6, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
+
+
+def plot_losses(result: dict, path: Path) -> Path | None:
+    """Per step, every loss term (and the learning rate, and validation mIoU when recorded)
+    over the iterations, from ``RUN/step<t>/history.csv``: where to look when a new class is
+    not learnt (its cross-entropy stays high) or an old one is forgotten (distillation rises)."""
+    from reminder.train.history import read_history
+
+    histories = [(s["step"], read_history(result["run"] / f"step{s['step']}")) for s in result["steps"]]
+    histories = [(t, h) for t, h in histories if h.get("iteration")]
+    if not histories:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.4), squeeze=False)
+    for ax, (step, history) in zip(axes[0], histories):
+        terms = [k for k in history if k not in ("epoch", "iteration", "lr", "val_miou")]
+        rows = [i for i, v in enumerate(history["lr"]) if v is not None]
+        iterations = [history["iteration"][i] for i in rows]
+        for term, color in zip(terms, _line_colors(len(terms))):
+            ax.plot(iterations, [history[term][i] for i in rows], label=term, color=color, linewidth=1)
+        ax.set_yscale("log")
+        ax.set_title(f"step {step}", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        validated = [(history["iteration"][i], v) for i, v in enumerate(history.get("val_miou", [])) if v is not None]
+        if validated:
+            twin = ax.twinx()
+            twin.plot(*zip(*[(x, 100 * v) for x, v in validated]), "k--", marker="o", markersize=3, label="val mIoU")
+            twin.set_ylabel("val mIoU (%)", fontsize=8)
+        ax.legend(fontsize=6, loc="upper right")
+    fig.suptitle(f"Loss terms per step: {result['label']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_confusion(result: dict, path: Path) -> Path:
@@ -215,6 +266,8 @@ def write_report(runs: Sequence[str | Path], out: str | Path) -> Path:
     for r in results:
         slug = r["run"].name
         plots.append(plot_forgetting(r, out / f"forgetting_{slug}.png"))
+        losses = plot_losses(r, out / f"losses_{slug}.png")
+        plots += [losses] if losses else []
         plots.append(plot_confusion(r, out / f"confusion_{slug}.png"))
     parts = ["# Continual segmentation report", "",
              "Final-step mIoU (%) in the layout of the paper's Table 1 (old = classes of step 0 with "

@@ -119,6 +119,39 @@ def test_overlay_colours_only_the_classes_found():
         overlay(frame, labels, palette, alpha=1.5)
 
 
+def test_legend_lists_the_classes_present_in_their_colours():
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    labels = np.zeros((240, 320), np.uint8)
+    labels[150:, 200:] = 2
+    palette = np.array([[0, 0, 0], [0, 0, 255], [0, 255, 0]], np.uint8)
+    names = ["background", "forklift", "pallet"]
+    plain = render(frame, labels, palette)
+    drawn = render(frame, labels, palette, names=names)
+    changed = np.argwhere(np.any(drawn != plain, axis=2))
+    assert changed.size and changed[:, 0].max() < 40 and changed[:, 1].max() < 120  # one line at the top left
+    # its colour box holds the present class's colour; the absent class has none
+    assert np.any(np.all(drawn[:40, :40] == [0, 255, 0], axis=2))
+    assert not np.any(np.all(drawn[:40, :120] == [0, 0, 255], axis=2))
+    assert np.array_equal(render(frame, np.zeros_like(labels), palette, names=names), frame)  # nothing found
+    assert np.array_equal(render(frame[:64, :64], labels[:64, :64] + 1, palette, names=names),
+                          render(frame[:64, :64], labels[:64, :64] + 1, palette))  # too small to hold one
+
+
+def test_label_png_is_a_palette_png_of_ids(tmp_path):
+    from PIL import Image
+
+    from reminder.runtime.overlay import write_label_png
+
+    labels = (np.arange(48, dtype=np.uint8).reshape(6, 8) % 3)
+    colors = np.array([[0, 0, 0], [250, 200, 0], [30, 140, 230]], np.uint8)
+    write_label_png(tmp_path / "l.png", labels, colors)
+    with Image.open(tmp_path / "l.png") as image:
+        assert image.mode == "P" and np.array_equal(np.array(image), labels)
+        assert np.array_equal(np.array(image.convert("RGB")), colors[labels])
+    with pytest.raises(ReminderError, match="uint8"):
+        write_label_png(tmp_path / "x.png", labels.astype(np.int64), colors)
+
+
 def test_tampered_bundle_is_refused(bundles, tmp_path):
     copy = shutil.copytree(bundles[0], tmp_path / "b")
     with open(copy / "model.onnx", "r+b") as handle:

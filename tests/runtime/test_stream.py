@@ -7,9 +7,10 @@ import time
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 
-from conftest import read_video, write_video
+from conftest import label_ids, read_video, write_video
 from reminder.cli import main
 from reminder.errors import ReminderError
 from reminder.runtime.predictor import Predictor
@@ -34,13 +35,18 @@ def test_video_through_reminder_run(bundles, frames, tmp_path):
     labels = sorted((out / "clip" / "labels").glob("*.png"))
     assert len(labels) == len(decoded) == 20
     for path, prediction in zip(labels, expected):
-        assert np.array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), prediction.labels)
+        assert np.array_equal(label_ids(path), prediction.labels)
+    # palette PNGs: the pixel values are the ids, and any viewer shows the bundle's class colours
+    with Image.open(labels[0]) as image:
+        assert image.mode == "P"
+        palette = np.array(image.getpalette()[: 3 * len(predictor.classes)]).reshape(-1, 3)
+    assert np.array_equal(palette, [c["color"] for c in predictor.classes])
     # the overlay video has as many frames, and they are the overlays of those labels (mp4v is lossy)
     overlays = read_video(out / "clip" / "overlay.mp4")
     assert len(overlays) == 20
     for frame, drawn, prediction in zip(decoded, overlays, expected):
         reference = predictor.render(frame, prediction).astype(np.int16)
-        assert np.abs(drawn.astype(np.int16) - reference).mean() < 6
+        assert np.abs(drawn.astype(np.int16) - reference).mean() < 6  # (64 px frames: no legend)
         plain = np.abs(drawn.astype(np.int16) - frame.astype(np.int16)).mean()
         if (prediction.labels > 0).mean() > 0.1:
             assert plain > np.abs(drawn.astype(np.int16) - reference).mean()
@@ -68,7 +74,7 @@ def test_image_folder_with_a_corrupt_file(bundles, frames, tmp_path):
     assert any("skipping unreadable frame img2b" in line for line in log)
     predictor = Predictor(bundles[0])
     for i, frame in enumerate(frames[:5]):
-        written = cv2.imread(str(tmp_path / "out" / "images" / "labels" / f"img{i}.png"), cv2.IMREAD_UNCHANGED)
+        written = label_ids(tmp_path / "out" / "images" / "labels" / f"img{i}.png")
         assert np.array_equal(written, predictor.predict(frame)[0].labels)
         assert (tmp_path / "out" / "images" / "overlay" / f"img{i}.jpg").is_file()
     assert [s["name"] for s in _stats(tmp_path / "out" / "stats.jsonl")] == [f"img{i}" for i in range(5)]
@@ -92,7 +98,7 @@ def test_two_sources_are_batched_together(bundles, frames, tmp_path):
     assert summary.batches < 32
     for source in ("a", "b"):
         assert [s["frame"] for s in stats if s["source"] == source] == list(range(16))
-    second_labels = cv2.imread(str(tmp_path / "out" / "b" / "labels" / "000003.png"), cv2.IMREAD_UNCHANGED)
+    second_labels = label_ids(tmp_path / "out" / "b" / "labels" / "000003.png")
     assert second_labels.shape == (60, 80)
 
 
