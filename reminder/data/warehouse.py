@@ -69,7 +69,7 @@ def _draw(kind: str, rng: np.random.Generator, size: int):
         for cx in (x + int(3 * s), x + w - int(3 * s)):
             box(cx - int(2 * s), y + h, cx + int(2 * s), y + h + int(4 * s), (10, 10, 10), "ellipse")
     elif kind == "cone":
-        w, h = int(rng.integers(7, 11) * s), int(rng.integers(10, 15) * s)
+        w, h = int(rng.integers(14, 20) * s), int(rng.integers(18, 26) * s)
         y = max(0, y - h)
         paint.polygon([(x + w // 2, y), (x, y + h), (x + w, y + h)], fill=jitter((250, 90, 10)))
         mark.polygon([(x + w // 2, y), (x, y + h), (x + w, y + h)], fill=255)

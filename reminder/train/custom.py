@@ -40,7 +40,8 @@ def custom_preset(num_images: int, backbone: str, *, min_side: int | None = None
     Steps are counted in iterations, not epochs, so a small dataset gets more epochs: step 0
     runs about ``iterations`` SGD steps (later steps half as many, at a tenth of the learning
     rate, as the paper's schedule), between 3 and 300 epochs. The crop is the backbone's,
-    capped by the images' shorter side. Validation runs about 10 times per step.
+    capped by the images' shorter side. Validation runs about 10 times per step. Under 200
+    images, the loader reads in the training process (workers 0).
     """
     if backbone not in BACKBONE_SETTINGS:
         raise ReminderError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONE_SETTINGS)}")
@@ -50,7 +51,10 @@ def custom_preset(num_images: int, backbone: str, *, min_side: int | None = None
     per_epoch = max(1, num_images // batch)
     iterations = settings["iterations"] // (2 if next_step else 1)
     epochs = max(3, min(300, math.ceil(iterations / per_epoch)))
-    preset = {"crop_size": crop, "batch_size": batch, "eval_every": max(1, epochs // 10)}
+    # a small step's epochs are a few batches: loader processes restarted every epoch would
+    # cost more than they save, so images are read in the training process
+    preset = {"crop_size": crop, "batch_size": batch, "eval_every": max(1, epochs // 10),
+              "workers": 0 if num_images < 200 else 2}
     if next_step:
         return preset | {"epochs_next": epochs, "lr_next": settings["lr"] / 10}
     weights = None if backbone == "tiny" else "imagenet"

@@ -1,0 +1,146 @@
+"""Training on your own data: `train --data`, `increment`, resume, history, eval, fit()."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from reminder.cli import main
+from reminder.data.warehouse import write_warehouse
+from reminder.errors import ReminderError
+from reminder.train.checkpoint import read_meta
+from reminder.train.custom import custom_preset, fit
+from reminder.train.history import read_history
+
+DAY2 = ("background", "shelf", "pallet", "forklift", "person", "cart")
+QUICK = ["--backbone", "tiny", "--max-iterations", "6", "--batch-size", "4", "--crop-size", "48", "--workers", "0",
+         "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def days(tmp_path_factory):
+    root = tmp_path_factory.mktemp("days")
+    day1 = write_warehouse(root / "day1", train=10, val=4, size=48)
+    day2 = write_warehouse(root / "day2", names=DAY2, labelled=["cart"], must=["cart"], train=6, val=4, size=48,
+                           seed=1)
+    return day1, day2
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run(days, tmp_path_factory):
+    out = tmp_path_factory.mktemp("own") / "wh"
+    result = _cli("train", "--data", days[0], "--out", out, "--eval-every", "2", *QUICK)
+    assert result.exit_code == 0, result.output
+    result = _cli("increment", out, "--data", days[1], "--max-iterations", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_steps_learn_the_yaml_classes_with_their_names(run, days):
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset"] == "custom" and config["data"] == [str(days[0].resolve()), str(days[1].resolve())]
+    assert config["increments"][0]["method"] == "reminder" and config["increments"][0]["max_iterations"] == 4
+    meta = read_meta(run / "step1")
+    assert meta["classes"] == list(DAY2) and meta["classes_per_step"] == [5, 1]
+    assert meta["colors"][5] not in meta["colors"][:5]
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["steps"][1]["iou"]) == list(DAY2) and results["steps"][1]["classes"] == ["cart"]
+
+
+def test_history_has_every_iteration_and_the_validations(run):
+    history = read_history(run / "step0")
+    trained = [i for i, lr in zip(history["iteration"], history["lr"]) if lr is not None]
+    assert trained == [0, 1, 2, 3, 4, 5] and "ce" in history and "loss" in history
+    # 10 images in batches of 4: 2 iterations an epoch, validated every 2 epochs and after the last
+    validated = [(i, v) for i, v in zip(history["iteration"], history["val_miou"]) if v is not None]
+    assert [i for i, _ in validated] == [4, 6] and all(0 <= v <= 1 for _, v in validated)
+    step1 = read_history(run / "step1")
+    assert {"pod", "csw_kd"} <= set(step1)  # REMINDER's terms at the increment
+
+
+def test_running_an_increment_again_says_it_exists(run, days):
+    result = _cli("increment", run, "--data", days[1], "--quiet")
+    assert result.exit_code == 0 and "step 1 of" in result.output and "already exists" in result.output
+
+
+def test_a_yaml_that_renames_an_old_class_is_refused(run, tmp_path):
+    renamed = write_warehouse(tmp_path / "renamed", names=("background", "shelf", "cart", "forklift", "person", "cone"),
+                              train=4, val=2, size=48)
+    result = _cli("increment", run, "--data", renamed, "--quiet")
+    assert result.exit_code == 2 and "renames class 2 from 'pallet' to 'cart'" in result.output
+    assert len(json.loads((run / "config.json").read_text())["data"]) == 2  # nothing recorded
+
+
+def test_the_run_fixes_the_backbone(run, days):
+    result = _cli("increment", run, "--data", days[1], "--set", "backbone=resnet50")
+    assert result.exit_code == 2 and "backbone is fixed by" in result.output
+    result = _cli("train", "--data", days[0], "--out", run, "--backbone", "mobilenet_v3_large", "--quiet")
+    assert result.exit_code == 2 and "trained with backbone='tiny', not 'mobilenet_v3_large'" in result.output
+
+
+def test_eval_scores_every_step_on_the_named_val_sets(run, days):
+    result = _cli("eval", run, "--data", days[0], "--data", days[1], "--json")
+    assert result.exit_code == 0, result.output
+    steps = json.loads(result.output)
+    assert [s["step"] for s in steps] == [0, 1] and list(steps[1]["iou"]) == list(DAY2)
+    text = _cli("eval", run, "--step", "1", "--quiet").output
+    assert "cart" in text and "forklift" in text
+
+
+def test_increments_need_a_run_on_own_data(days, step0_run):
+    result = _cli("increment", step0_run, "--data", days[1])
+    assert result.exit_code == 2 and "is a benchmark run" in result.output
+
+
+def test_a_failed_start_does_not_block_the_retry(tmp_path, days):
+    out = tmp_path / "run"
+    result = _cli("train", "--data", days[0], "--out", out, *QUICK[:-3], "--batch-size", "1", "--quiet")
+    assert result.exit_code == 2 and "batch norm needs 2" in result.output
+    assert not (out / "config.json").exists()
+    # a run folder whose config was written but no step completed takes new options
+    (out / "config.json").write_text((json.dumps({"dataset": "custom", "root": "x", "setting": "custom",
+                                                   "method": "reminder", "out": str(out), "crop_size": 128,
+                                                   "data": [str(days[0].resolve())], "backbone": "tiny"})))
+    result = _cli("train", "--data", days[0], "--out", out, *QUICK[:-5], "--crop-size", "32", "--workers", "0",
+                  "--max-iterations", "2", "--set", "eval_every=0", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["crop_size"] == 32
+
+
+def test_fit_api_trains_and_adds_a_step(tmp_path, days):
+    options = dict(backbone="tiny", max_iterations=3, batch_size=4, crop_size=32, workers=0, progress=False,
+                   log=lambda message: None)
+    results = fit(days[0], out=tmp_path / "api", **options)
+    assert len(results["steps"]) == 1
+    options.pop("backbone")
+    results = fit(days[1], resume_from=tmp_path / "api", **options)
+    assert [s["classes"] for s in results["steps"]] == [["shelf", "pallet", "forklift", "person"], ["cart"]]
+    with pytest.raises(ReminderError, match="out= .* or resume_from="):
+        fit(days[1])
+
+
+def test_preset_scales_with_the_data_and_the_backbone():
+    small, large = custom_preset(40, "tiny"), custom_preset(4000, "tiny")
+    assert small["epochs"] > large["epochs"] and small["workers"] == 0 and large["workers"] == 2
+    assert custom_preset(40, "resnet101")["crop_size"] == 512 and custom_preset(40, "resnet101", min_side=300)["crop_size"] == 288
+    assert custom_preset(40, "resnet101")["weights_backbone"] == "imagenet"
+    step = custom_preset(40, "tiny", next_step=True)
+    assert step["lr_next"] == pytest.approx(small["lr"] / 10) and "backbone" not in step
+
+
+def test_tensorboard_gets_the_same_values(tmp_path, days):
+    pytest.importorskip("tensorboard", reason="tensorboard is an optional extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    result = _cli("train", "--data", days[0], "--out", out, *QUICK[:-1], "--max-iterations", "3", "--tensorboard",
+                  "--quiet")
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(out / "tensorboard" / "step0"))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    assert losses == pytest.approx([v for v in read_history(out / "step0")["loss"] if v is not None], rel=1e-5)
