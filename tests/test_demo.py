@@ -2,6 +2,7 @@ import json
 import re
 
 import cv2
+import numpy as np
 from click.testing import CliRunner
 
 from reminder.cli import main
@@ -28,7 +29,9 @@ def test_quick_demo_end_to_end(tmp_path):
         image = cv2.imread(str(out / "report" / name))
         assert image is not None and image.shape[0] > 50, name
     strip = cv2.imread(str(out / "report" / "overlays.png"))
-    assert strip.shape[1] == 7 * 64  # the frame and steps 0-5 side by side
+    assert strip.shape[1] == 8 * 64  # the frame, its ground truth and steps 0-5 side by side
+    assert np.all(strip[-22:] == 255, axis=2).mean() > 0.5  # the legend bar: white, with colour boxes
+    assert not np.all(strip[-22:] == 255)
     # one bundle per step, the runtime's outputs, and the device update with its lineage
     assert sorted(p.name for p in (out / "reminder-15-1" / "bundles").iterdir()) == [f"step{i}" for i in range(6)]
     assert len((out / "runtime" / "stats.jsonl").read_text().splitlines()) == 12

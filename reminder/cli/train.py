@@ -119,9 +119,8 @@ def train(data, dataset, root, setting, method, out, mode, order, test_protocol,
 
 def _final_line(results: dict, out: Path) -> None:
     last = results["steps"][-1]
-    avg = f", avg {100 * last['avg']:.2f}" if len(results["steps"]) > 1 else ""
-    click.echo(f"{results['method']} {results['setting']}, step {last['step']}: all-mIoU {100 * last['all']:.2f}{avg}; "
-               f"results in {out / 'results.json'}")
+    click.echo(f"{results['method']} {results['setting']}: final all-mIoU {100 * last['all']:.2f}, avg "
+               f"{100 * last['avg']:.2f} (step {last['step']}); results in {out / 'results.json'}")
 
 
 @click.command()

@@ -35,9 +35,17 @@ def run(days, tmp_path_factory):
     out = tmp_path_factory.mktemp("own") / "wh"
     result = _cli("train", "--data", days[0], "--out", out, "--eval-every", "2", *QUICK)
     assert result.exit_code == 0, result.output
-    result = _cli("increment", out, "--data", days[1], "--max-iterations", "4", "--quiet")
+    result = _cli("increment", out, "--data", days[1], "--max-iterations", "4", "--export-each-step", "onnx",
+                  "--quiet")
     assert result.exit_code == 0, result.output
     return out
+
+
+def test_export_each_step_carries_the_names(run):
+    first = json.loads((run / "bundles" / "step0" / "manifest.json").read_text())
+    second = json.loads((run / "bundles" / "step1" / "manifest.json").read_text())
+    assert [c["name"] for c in second["classes"]] == list(DAY2) and second["name"] == "wh"
+    assert second["parent"]["version"] == first["version"] and len(first["classes"]) == 5
 
 
 def test_steps_learn_the_yaml_classes_with_their_names(run, days):
@@ -144,3 +152,11 @@ def test_tensorboard_gets_the_same_values(tmp_path, days):
     events.Reload()
     losses = [e.value for e in events.Scalars("train/loss")]
     assert losses == pytest.approx([v for v in read_history(out / "step0")["loss"] if v is not None], rel=1e-5)
+
+
+def test_a_val_set_without_a_seen_class_is_named(tmp_path):
+    no_people = write_warehouse(tmp_path / "d", drawn=["shelf", "pallet", "forklift"], train=6, val=2, size=48)
+    result = _cli("train", "--data", no_people, "--out", tmp_path / "r", *QUICK[:-3], "--max-iterations", "2",
+                  "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "warning: the val images of step 0 hold no pixel of person" in result.output
