@@ -91,6 +91,9 @@ def resolve_custom_config(data: str | Path, out: str | Path, *, method: str = "r
     if (out / "config.json").is_file():
         saved = load_config(out)
         if saved.dataset == "custom" and saved.data[:1] == (path,):
+            unknown = sorted(set(given) - {f.name for f in dataclasses.fields(TrainConfig)})
+            if unknown:
+                raise ReminderError(f"unknown training option {unknown[0]!r}")
             _check_values(given)
             return dataclasses.replace(saved, **given)
     backbone = given.get("backbone", DEFAULT_BACKBONE)

@@ -88,6 +88,8 @@ def test_the_run_fixes_the_backbone(run, days):
     assert result.exit_code == 2 and "backbone is fixed by" in result.output
     result = _cli("train", "--data", days[0], "--out", run, "--backbone", "mobilenet_v3_large", "--quiet")
     assert result.exit_code == 2 and "trained with backbone='tiny', not 'mobilenet_v3_large'" in result.output
+    result = _cli("train", "--data", days[0], "--out", run, "--set", "pod_factr=0.1", "--quiet")
+    assert result.exit_code == 2 and "unknown training option 'pod_factr'" in result.output
 
 
 def test_eval_scores_every_step_on_the_named_val_sets(run, days):
