@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from reminder.data.classes import VOC_CLASSES, distinct_colors, voc_palette
+from reminder.data.custom import VOID_COLOR
 from reminder.errors import ReminderError
 from reminder.runtime.sources import IMAGE_EXTENSIONS
 
-VOID_COLOR = (224, 224, 192)  # VOC's "difficult / void" colour (palette index 255)
 
 
 @dataclass(frozen=True)
