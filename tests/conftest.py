@@ -182,6 +182,15 @@ def bundles(runtime_run, tmp_path_factory) -> dict[int, Path]:
 
 
 @pytest.fixture(scope="session")
+def int8_bundle(runtime_run, tmp_path_factory) -> Path:
+    """Step 0 as FP32 and INT8 ONNX (16 calibration images)."""
+    from reminder.export.exporter import export_bundle
+
+    return export_bundle(runtime_run, out=tmp_path_factory.mktemp("int8") / "b", formats="onnx-int8", step=0,
+                         calibration_count=16, log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
 def frames(synthvoc_root) -> list[np.ndarray]:
     """30 SynthVOC images (64 px) as OpenCV BGR frames."""
     paths = sorted((synthvoc_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[:30]

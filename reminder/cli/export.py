@@ -14,7 +14,7 @@ from reminder.cli.common import parse_list, parse_size
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--step", type=int, default=None, help="Step to export (default: the last complete one).")
 @click.option("--format", "formats", default="onnx", show_default=True,
-              help="Comma-separated: onnx, torchscript, aoti, tensorrt.")
+              help="Comma-separated: onnx, onnx-int8 (adds onnx), torchscript, aoti, tensorrt.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to write.")
 @click.option("--output", type=click.Choice(["labels", "logits"]), default="labels", show_default=True,
               help="labels (+ confidence) computed in the graph, or raw logits.")
@@ -31,17 +31,31 @@ from reminder.cli.common import parse_list, parse_size
               help="Comma-separated N or HEIGHTxWIDTH the TensorRT engine must accept besides the bundle's input "
                    "and parity images (its profile spans half the smallest to twice the largest).")
 @click.option("--trt-max-batch", type=int, default=8, show_default=True, help="Largest batch the engine accepts.")
+@click.option("--trt-int8", is_flag=True,
+              help="An INT8 TensorRT engine (TensorRT 10: entropy calibration, its cache kept in the bundle; "
+                   "11: from the QDQ ONNX of onnx-int8).")
+@click.option("--calibration-images", type=click.Path(path_type=Path), default=None,
+              help="INT8 calibration images (default: the step's own training images).")
+@click.option("--calibration-count", type=click.IntRange(1, 10000), default=32, show_default=True,
+              help="INT8 calibration images to use.")
+@click.option("--int8-min-agreement", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="INT8 quality gate: share of held-out pixels labelled as the FP32 model does.")
+@click.option("--int8-max-miou-drop", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="INT8 quality gate: mIoU points it may lose against FP32 (where labels exist).")
 @click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
 @click.option("--quiet", is_flag=True, help="Only the final line (no per-format messages).")
 def export(run, step, formats, out, output, images, parity_threshold, parent, device, trt_fp16, trt_sizes,
-           trt_max_batch, force, quiet) -> None:
-    """Export a trained step to ONNX / TorchScript / AOTInductor / TensorRT in a verified bundle."""
+           trt_max_batch, trt_int8, calibration_images, calibration_count, int8_min_agreement, int8_max_miou_drop,
+           force, quiet) -> None:
+    """Export a trained step to ONNX (FP32, INT8) / TorchScript / AOTInductor / TensorRT in a verified bundle."""
     from reminder.export.exporter import export_bundle
 
     sizes = [parse_size(v) for v in parse_list(trt_sizes, "--trt-sizes")] if trt_sizes else ()
     path = export_bundle(run, out=out, formats=formats, step=step, output=output, images=images,
                          parity_threshold=parity_threshold, parent=parent, device=device, trt_fp16=trt_fp16,
-                         trt_sizes=sizes, trt_max_batch=trt_max_batch, force=force,
+                         trt_sizes=sizes, trt_max_batch=trt_max_batch, trt_int8=trt_int8,
+                         calibration_images=calibration_images, calibration_count=calibration_count,
+                         int8_min_agreement=int8_min_agreement, int8_max_miou_drop=int8_max_miou_drop, force=force,
                          log=(lambda message: None) if quiet else click.echo)
     click.echo(f"bundle written to {path}")
 

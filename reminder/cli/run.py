@@ -78,8 +78,10 @@ def _stop_on_sigterm(stream):
                    "(label PNGs), stats (stats.jsonl). Default with --out: video,stats.")
 @click.option("--view", type=click.Choice(["overlay", "mask", "both"]), default="overlay", show_default=True)
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity, 0..1.")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torchscript", "aoti"]), default="auto",
-              show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt", "torchscript", "aoti"]),
+              default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True,
+              help="int8: the bundle's INT8 artifact; auto: INT8 on a CPU when the bundle has one.")
 @click.option("--size", default=None, help="Network input N or HEIGHTxWIDTH (default: the bundle's).")
 @click.option("--resize", type=click.Choice(["letterbox", "fit", "stretch", "none"]), default="letterbox",
               show_default=True)
@@ -92,7 +94,7 @@ def _stop_on_sigterm(stream):
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Switch to the bundle when it is replaced (an install's `current`).")
 @click.option("--quiet", is_flag=True, help="No status line.")
-def run_command(bundle, sources, out, save, view, alpha, backend, size, resize, batch, threads, live, max_frames,
+def run_command(bundle, sources, out, save, view, alpha, backend, precision, size, resize, batch, threads, live, max_frames,
                 retries, watch, quiet) -> None:
     """Segment camera streams, videos or images with a bundle (or an install folder)."""
     from reminder.runtime.stream import Stream
@@ -101,7 +103,7 @@ def run_command(bundle, sources, out, save, view, alpha, backend, size, resize, 
     line = _StatusLine(not quiet)
     stream = Stream(bundle, sources, out=out, save=saves, view=view, alpha=alpha, batch=batch,
                     live=True if live else None, watch=watch, max_frames=max_frames, retries=retries,
-                    on_status=line.status, log=line.log, backend=backend,
+                    on_status=line.status, log=line.log, backend=backend, precision=precision,
                     size=parse_size(size) if size else None, resize=resize, threads=threads)
     line.log(f"{stream.predictor.version}: {len(stream.predictor.classes)} classes on {stream.predictor.backend_name}; "
              f"sources: {', '.join(s.description for s in stream.sources)}")
@@ -122,19 +124,23 @@ def run_command(bundle, sources, out, save, view, alpha, backend, size, resize, 
 @click.command("bench")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", default="auto", show_default=True,
-              help="Comma-separated: auto, ort, trt, torchscript, aoti, or all (every artifact).")
+              help="Comma-separated: auto, ort, openvino, trt, torchscript, aoti, or all (every backend that "
+                   "can run one of the bundle's artifacts here).")
+@click.option("--precision", "precisions", default="auto", show_default=True,
+              help="Comma-separated: auto, fp32, int8 (each backend is measured at each).")
 @click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--size", "sizes", default=None, help="Comma-separated N or HEIGHTxWIDTH (default: the bundle's).")
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--iterations", type=int, default=50, show_default=True)
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the JSON here.")
-def bench_command(bundle, backends, batches, sizes, warmup, iterations, threads, out) -> None:
+def bench_command(bundle, backends, precisions, batches, sizes, warmup, iterations, threads, out) -> None:
     """Latency p50/p95/p99 and throughput per backend, batch size and input size (JSON)."""
     from reminder.io import atomic_write_text
     from reminder.runtime.bench import benchmark
 
     report = benchmark(bundle, backends=parse_list(backends, "--backend"),
+                       precisions=parse_list(precisions, "--precision"),
                        batches=parse_list(batches, "--batch", int),
                        sizes=[parse_size(v) for v in parse_list(sizes, "--size")] if sizes else None,
                        warmup=warmup, iterations=iterations, threads=threads,

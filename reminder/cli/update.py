@@ -24,6 +24,10 @@ from reminder.cli.common import parse_list
 @click.option("--lr", type=float, default=None,
               help="Learning rate (default: 0.01 with --freeze-backbone, else 0.001).")
 @click.option("--freeze-backbone", is_flag=True, help="Train the ASPP and the head only (less memory and time).")
+@click.option("--views", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="With --freeze-backbone: augmented views per frame whose backbone features are computed once.")
+@click.option("--no-feature-cache", is_flag=True,
+              help="With --freeze-backbone: run the backbone at every iteration (fresh augmentations, slower).")
 @click.option("--no-csw-kd", is_flag=True, help="Leave out CSW-KD (pseudo-labels and local POD only).")
 @click.option("--holdout", type=float, default=0.25, show_default=True,
               help="Share of the frames held out to measure the new classes' IoU.")
@@ -36,12 +40,13 @@ from reminder.cli.common import parse_list
 @click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
 @click.option("--quiet", is_flag=True, help="No progress bar or step messages; the report and the bundle only.")
 def update_command(bundle, images, masks, classes, out, iterations, time_budget, batch_size, crop_size, lr,
-                   freeze_backbone, no_csw_kd, holdout, device, amp, formats, version, seed, force, quiet) -> None:
+                   freeze_backbone, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats, version, seed, force, quiet) -> None:
     """Teach a bundle new classes from a few labelled frames, on the device (REMINDER losses)."""
     from reminder.update import UpdateOptions, format_report, update_bundle
 
     options = UpdateOptions(iterations=iterations, time_budget=time_budget, batch_size=batch_size,
-                            crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, csw_kd=not no_csw_kd,
+                            crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, views=views,
+                            feature_cache=not no_feature_cache, csw_kd=not no_csw_kd,
                             holdout=holdout, device=device, amp=amp, seed=seed, version=version, force=force,
                             formats=tuple(parse_list(formats, "--format")) if formats else None)
     result = update_bundle(bundle, images=images, masks=masks, classes=list(classes), out=out, options=options,

@@ -20,6 +20,7 @@ from reminder.bundle import BUNDLE_FORMAT, check_name, check_output_folder, file
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder
+from reminder.export.quantize import DEFAULT_CALIBRATION_IMAGES, Int8Options
 from reminder.runtime.backends import open_artifact
 from reminder.runtime.engines import EngineProfile
 
@@ -36,11 +37,42 @@ def _tool_versions() -> dict:
     return versions
 
 
-def _scenario_images(run: Path, config, step: int, limit: int):
+def _run_data(run: Path, config):
     from reminder.train.run import load_run_data
 
-    data = load_run_data(config, cache_dir=config.cache_dir or run / "cache")
-    return [read_image(sample.image) for sample in data.step_test_samples(step)[:limit]]
+    return load_run_data(config, cache_dir=config.cache_dir or run / "cache")
+
+
+def _spread(items: list, count: int) -> list:
+    """``count`` items spread evenly over ``items`` (all of them when there are fewer)."""
+    if len(items) <= count:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / max(count - 1, 1))] for i in range(count)]
+
+
+def _int8_options(run: Path, config, step: int, *, images, calibration_images, calibration_count: int,
+                  gate_images: int, min_agreement: float, max_miou_drop: float) -> Int8Options:
+    """Calibration: ``calibration_images`` or the step's training images; the gate's held-out
+    images: ``images`` (no labels) or the step's test images with their labels."""
+    data = None
+    if calibration_images:
+        calibration = images_from_folder(calibration_images, calibration_count)
+        source = {"source": str(calibration_images), "images": len(calibration)}
+    else:
+        data = _run_data(run, config)
+        dataset = data.train_dataset(step)
+        chosen = _spread(dataset.samples, calibration_count)
+        calibration = [read_image(s.image) for s in chosen]
+        source = {"source": f"training images of step {step} of run {Path(run).resolve().name}",
+                  "images": len(calibration), "ids": [s.id for s in chosen]}
+    if images:
+        gate = [(image, None) for image in images_from_folder(images, gate_images)]
+    else:
+        data = data or _run_data(run, config)
+        dataset = data.test_dataset(step)
+        picks = _spread(list(range(len(dataset))), gate_images)
+        gate = [(dataset[i][0].permute(1, 2, 0).numpy(), dataset[i][1].numpy()) for i in picks]
+    return Int8Options(calibration, source, gate, min_agreement=min_agreement, max_miou_drop=max_miou_drop)
 
 
 def each_step_exporter(formats: str, *, log: Callable[[str], None] = print) -> Callable[[Path, int], Path]:
@@ -61,7 +93,10 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
                   parity_threshold: float = 0.999, parent: str | Path | None = None, name: str | None = None,
                   version: str | None = None, device: str = "cpu", trt_fp16: bool = False,
                   trt_profile: EngineProfile | None = None, trt_sizes: Sequence[tuple[int, int]] = (),
-                  trt_max_batch: int = 8, force: bool = False, log: Callable[[str], None] = print) -> Path:
+                  trt_max_batch: int = 8, trt_int8: bool = False, calibration_images: str | Path | None = None,
+                  calibration_count: int = DEFAULT_CALIBRATION_IMAGES, gate_images: int = 32,
+                  int8_min_agreement: float = 0.99, int8_max_miou_drop: float = 1.0, force: bool = False,
+                  log: Callable[[str], None] = print) -> Path:
     """Export step ``step`` (default: the last complete one) of ``run`` into bundle ``out``.
 
     Every artifact is checked against eager PyTorch; the bundle is written only if each
@@ -74,12 +109,21 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     ``input.profile``.
     ``trt_fp16``: an FP16 engine (TensorRT 10: the FP16 builder flag on the FP32 ONNX;
     TensorRT 11: built from an FP16 ONNX, which is not kept in the bundle).
+
+    INT8 (format ``onnx-int8``, and ``trt_int8`` for the engine) is calibrated on
+    ``calibration_count`` of the step's training images (or ``calibration_images``) and must
+    pass its quality gate against the FP32 ONNX on ``gate_images`` held-out images (the
+    step's test images with labels, or ``images``): at least ``int8_min_agreement`` of the
+    pixels with the same label and, with labels, at most ``int8_max_miou_drop`` points of
+    mIoU lost. Below it, nothing is written and the error gives both numbers.
     """
     from reminder.train.checkpoint import completed_steps, load_model
     from reminder.train.config import load_config
 
     run, out = Path(run), Path(out)
     chosen = parse_formats(formats)
+    if trt_int8:  # the engine's quality gate compares it with the FP32 ONNX
+        chosen = parse_formats([f.name for f in chosen] + ["onnx"])
     config = load_config(run)
     done = completed_steps(run)
     if not done:
@@ -94,7 +138,12 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     if images:
         parity_set = images_from_folder(images, parity_images)
     else:
-        parity_set = _scenario_images(run, config, step, parity_images)
+        parity_set = [read_image(s.image) for s in _run_data(run, config).step_test_samples(step)[:parity_images]]
+    int8 = None
+    if "onnx-int8" in [f.name for f in chosen] or trt_int8:
+        int8 = _int8_options(run, config, step, images=images, calibration_images=calibration_images,
+                             calibration_count=calibration_count, gate_images=gate_images,
+                             min_agreement=int8_min_agreement, max_miou_drop=int8_max_miou_drop)
 
     manifest = _manifest(run, config, meta, step, module, name, version, parent)
     protect = [run] + ([parent] if parent is not None and parent.exists() else [])
@@ -103,14 +152,15 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     return write_bundle(module, manifest, out=out, formats=chosen, parity_set=parity_set, files=files,
                         parity_threshold=parity_threshold, device=device, trt_fp16=trt_fp16,
                         trt_profile=trt_profile, trt_sizes=trt_sizes, trt_max_batch=trt_max_batch,
-                        protect=protect, force=force, log=log)
+                        int8=int8, trt_int8=trt_int8, protect=protect, force=force, log=log)
 
 
 def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, formats, parity_set: list,
                  files: dict[str, Path], parity_threshold: float = 0.999, device: str = "cpu",
                  trt_fp16: bool = False, trt_profile: EngineProfile | None = None,
-                 trt_sizes: Sequence[tuple[int, int]] = (), trt_max_batch: int = 8, protect: Sequence[Path] = (),
-                 force: bool = False, log: Callable[[str], None] = print) -> Path:
+                 trt_sizes: Sequence[tuple[int, int]] = (), trt_max_batch: int = 8, int8: Int8Options | None = None,
+                 trt_int8: bool = False, protect: Sequence[Path] = (), force: bool = False,
+                 log: Callable[[str], None] = print) -> Path:
     """Export ``module`` in ``formats`` (parsed), copy ``files`` (bundle name -> source,
     skipped when the source is missing), check parity on ``parity_set`` and write the
     bundle ``out`` with ``manifest`` completed. Built in a staging folder beside ``out``
@@ -119,7 +169,10 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
     ``out`` is checked first (:func:`reminder.bundle.check_output_folder`): it never is
     or contains a path of ``protect``, and replaces only a bundle of the same name unless
     ``force``. A bundle with no artifact (TensorRT asked for alone, where it is missing)
-    is not written."""
+    is not written. ``int8``: calibration and quality gate of the INT8 formats (required
+    by ``onnx-int8`` and ``trt_int8``)."""
+    if int8 is None and ("onnx-int8" in [f.name for f in formats] or trt_int8):
+        raise ReminderError("an INT8 export needs calibration images: none were given")
     out = check_output_folder(out, check_name(manifest["name"], "bundle name"), protect=protect, force=force)
     check_name(manifest["version"], "bundle version")
     if trt_profile is None:
@@ -133,7 +186,8 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
     try:
         metadata = {"reminder_manifest_version": manifest["version"], "classes": json.dumps(manifest["classes"]),
                     "step": str(manifest["step"]), "input": json.dumps(manifest["input"]), "output": module.output}
-        _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log)
+        _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log,
+                        int8=int8, trt_int8=trt_int8)
         if not manifest["artifacts"]:
             skipped = "; ".join(f"{k}: {v}" for k, v in manifest["skipped"].items())
             raise ReminderError(f"no model was exported ({skipped}); no bundle written")
@@ -147,6 +201,9 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
             Image.fromarray(parity_set[0]).save(staging / "sample.png")
             manifest["files"]["sample.png"] = file_entry(staging / "sample.png")
         for fmt in manifest["artifacts"]:
+            if fmt == "onnx-int8" or manifest["artifacts"][fmt].get("precision") == "int8":
+                _int8_gate(staging, manifest, fmt, int8, log)
+                continue
             backend = open_artifact(staging, manifest, fmt)
             result = check_parity(module, backend, parity_set, threshold=parity_threshold)
             manifest["parity"][fmt] = result
@@ -162,6 +219,20 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _int8_gate(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log) -> None:
+    """The INT8 artifact ``fmt`` against the bundle's FP32 ONNX on held-out images."""
+    from reminder.export.quantize import describe_gate, quality_gate
+
+    result = quality_gate(open_artifact(staging, manifest, "onnx"), open_artifact(staging, manifest, fmt),
+                          int8.gate, num_classes=len(manifest["classes"]), min_agreement=int8.min_agreement,
+                          max_miou_drop=int8.max_miou_drop)
+    manifest["parity"][fmt] = {**result, "reference": "onnx", "threshold": int8.min_agreement}
+    log(f"quality gate {fmt}: {describe_gate(result)}")
+    if not result["passed"]:
+        raise ReminderError(f"the {fmt} model is below its quality gate: {describe_gate(result)}; no bundle written "
+                            f"(try more --calibration-count images, or export without {fmt})")
 
 
 def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
@@ -197,7 +268,8 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
     return manifest
 
 
-def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log) -> None:
+def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log, *,
+                    int8: Int8Options | None = None, trt_int8: bool = False) -> None:
     from reminder.export.aoti import export_aoti
     from reminder.export.onnx import export_onnx
     from reminder.export.torchscript import export_torchscript
@@ -208,13 +280,22 @@ def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp
             if fmt.name == "onnx":
                 path = export_onnx(module, staging / fmt.filename, example, metadata=metadata)
                 extra = {"opset": 18}
+            elif fmt.name == "onnx-int8":
+                from reminder.export.quantize import quantize_int8
+
+                spec = manifest["input"]
+                path = staging / fmt.filename
+                extra = quantize_int8(staging / "model.onnx", path, int8.calibration,
+                                      size=(spec["height"], spec["width"]))
+                extra["calibration"] = {**int8.source, "size": [spec["height"], spec["width"]]}
             elif fmt.name == "torchscript":
                 path, extra = export_torchscript(module, staging / fmt.filename, example, metadata=metadata), {}
             elif fmt.name == "aoti":
                 path = export_aoti(module, staging / fmt.filename, example, metadata=metadata, device=device)
                 extra = {"device": device}
             else:
-                path, extra = _export_engine(module, staging, fmt, example, metadata, trt_fp16, trt_profile)
+                path, extra = _export_engine(module, staging, fmt, example, metadata, trt_fp16, trt_profile,
+                                             int8 if trt_int8 else None, manifest)
         except ReminderError as error:
             if fmt.name != "tensorrt":
                 raise
@@ -225,27 +306,44 @@ def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp
         log(f"exported {fmt.name}: {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
-def _export_engine(module, staging: Path, fmt, example, metadata, fp16: bool, profile: EngineProfile):
+def _export_engine(module, staging: Path, fmt, example, metadata, fp16: bool, profile: EngineProfile,
+                   int8: Int8Options | None = None, manifest: dict | None = None):
     """The engine, built from the bundle's ONNX (or a temporary one: FP16 for TensorRT 11's
-    strongly typed FP16, FP32 when the bundle has no ONNX); temporary sources are removed."""
+    strongly typed FP16, FP32 when the bundle has no ONNX); temporary sources are removed.
+    With ``int8``: TensorRT 10 calibrates on its images and the calibration cache joins the
+    bundle's files; TensorRT 11 builds from the bundle's QDQ ONNX."""
     from reminder.export.onnx import export_onnx
     from reminder.export.tensorrt import build_engine
     from reminder.runtime.engines import cache_root, gpu_compute_capability, import_tensorrt, tensorrt_major
 
     trt = import_tensorrt()
-    source = staging / "model.onnx"
-    temporary = None
-    if fp16 and tensorrt_major(trt) >= 11:
+    newer = tensorrt_major(trt) >= 11
+    source, temporary, calibration = staging / "model.onnx", None, {}
+    if int8 is not None:
+        from reminder.export.quantize import calibration_inputs
+
+        size = (manifest["input"]["height"], manifest["input"]["width"])
+        calibration = {"int8": True, "calibration": calibration_inputs(int8.calibration, size),
+                       "calibration_cache": staging / "calibration.cache"}
+        if newer:  # no calibrator on TensorRT 11: the QDQ graph carries the scales
+            source = staging / "model.int8.onnx"
+            if not source.is_file():
+                raise ReminderError(f"TensorRT {trt.__version__} builds INT8 from the QDQ ONNX: add onnx-int8 to "
+                                    f"--format")
+    elif fp16 and newer:
         temporary = source = export_onnx(module, staging / ".engine-source.fp16.onnx", example, metadata=metadata,
                                          fp16=True)
-    elif not source.is_file():
+    if not source.is_file():
         temporary = source = export_onnx(module, staging / ".engine-source.onnx", example, metadata=metadata)
     try:
         sm = gpu_compute_capability()
         path = staging / fmt.filename.format(sm=sm)
         timing_cache = cache_root() / "tensorrt" / f"timing-{trt.__version__}-{sm}.cache"
         timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        header = build_engine(source, path, profile=profile, fp16=fp16, timing_cache=timing_cache)
+        header = build_engine(source, path, profile=profile, fp16=fp16, timing_cache=timing_cache, **calibration)
+        if (staging / "calibration.cache").is_file():  # a Jetson rebuilds its INT8 engine from it
+            manifest["files"]["calibration.cache"] = {**file_entry(staging / "calibration.cache"),
+                                                      "calibration": int8.source}
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)

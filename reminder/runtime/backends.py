@@ -167,15 +167,23 @@ class TensorRTBackend:
         return {name: self.buffers.download(tensor) for name, tensor in outputs.items()}
 
 
-BACKENDS = {"ort": OrtBackend, "torchscript": TorchScriptBackend, "aoti": AotiBackend, "trt": TensorRTBackend}
-FORMAT_BACKEND = {"onnx": "ort", "torchscript": "torchscript", "aoti": "aoti", "tensorrt": "trt"}
+def _openvino(path, **options):
+    from reminder.runtime.openvino import OpenVinoBackend
+
+    return OpenVinoBackend(path, **options)
 
 
-BACKEND_NAMES = ("auto", "ort", "trt", "torchscript", "aoti")
-_BACKEND_FORMAT = {backend: fmt for fmt, backend in FORMAT_BACKEND.items()}
+BACKENDS = {"ort": OrtBackend, "openvino": _openvino, "torchscript": TorchScriptBackend, "aoti": AotiBackend,
+            "trt": TensorRTBackend}
+FORMAT_BACKEND = {"onnx": "ort", "onnx-int8": "ort", "torchscript": "torchscript", "aoti": "aoti", "tensorrt": "trt"}
+ONNX_FORMATS = ("onnx", "onnx-int8")  # what the ort and openvino backends run
+
+BACKEND_NAMES = ("auto", "ort", "openvino", "trt", "torchscript", "aoti")
+PRECISIONS = ("auto", "fp32", "int8")
+_BACKEND_FORMAT = {"ort": "onnx", "openvino": "onnx", "torchscript": "torchscript", "aoti": "aoti", "trt": "tensorrt"}
 # the options each backend accepts; the others are dropped for it
 _OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16", "profile", "log"), "trt": ("buffers",),
-            "torchscript": ("device",), "aoti": ("device", "compiled_for")}
+            "openvino": ("device", "hint", "threads"), "torchscript": ("device",), "aoti": ("device", "compiled_for")}
 
 
 def input_profile(manifest: dict):
@@ -190,35 +198,125 @@ def input_profile(manifest: dict):
     return EngineProfile.covering([], opt=(height, width), max_batch=8, margin=0.5)
 
 
-def open_artifact(bundle: Path, manifest: dict, fmt: str, **options):
-    """The backend running artifact ``fmt`` of a (verified) bundle."""
+def open_artifact(bundle: Path, manifest: dict, fmt: str, *, backend: str | None = None, **options):
+    """The backend running artifact ``fmt`` of a (verified) bundle (``backend``: another
+    backend that runs it, ``openvino`` for the ONNX formats)."""
     if fmt not in manifest.get("artifacts", {}):
         raise ReminderError(f"bundle {bundle} has no {fmt} artifact (it has: {', '.join(manifest['artifacts'])})")
-    backend, entry = FORMAT_BACKEND[fmt], manifest["artifacts"][fmt]
+    backend, entry = backend or FORMAT_BACKEND[fmt], manifest["artifacts"][fmt]
     facts = {"ort": {"profile": input_profile(manifest)}, "aoti": {"compiled_for": entry.get("device", "cpu")}}
     options = {**facts.get(backend, {}), **options}
     accepted = {k: v for k, v in options.items() if k in _OPTIONS[backend] and v is not None}
-    return BACKENDS[backend](Path(bundle) / entry["path"], **accepted)
+    opened = BACKENDS[backend](Path(bundle) / entry["path"], **accepted)
+    opened.artifact = fmt
+    opened.precision = "int8" if fmt == "onnx-int8" else entry.get("precision", "fp32")
+    return opened
 
 
-def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, log=None, **options):
-    """Open the backend named (``ort``, ``trt``, ``torchscript``, ``aoti``) or, for
-    ``auto``, the best one that works here: a TensorRT engine built for this GPU and
-    TensorRT version, else ONNX Runtime (TensorRT / CUDA / CPU providers), else TorchScript
-    or AOTInductor when torch is installed. Each fallback is reported through ``log``."""
+def _ort_on_cpu(options: dict) -> bool:
+    """ONNX Runtime will run on the CPU: no GPU provider asked for or installed."""
+    providers = options.get("providers")
+    if providers is None:
+        try:
+            import onnxruntime
+        except ImportError:
+            return True
+        providers = onnxruntime.get_available_providers()
+    names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+    return not any(n in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for n in names)
+
+
+def choose_format(bundle: Path, manifest: dict, backend: str, precision: str, *, on_cpu: bool) -> str:
+    """The artifact ``backend`` runs at ``precision``: ``int8`` needs the INT8 artifact
+    (refused, listing what the bundle has, when it is missing), ``fp32`` the FP32 one;
+    ``auto`` prefers INT8 on a CPU when the bundle has it."""
+    if precision not in PRECISIONS:
+        raise ReminderError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    artifacts = manifest.get("artifacts", {})
+    have = ", ".join(f"{name} ({artifacts[name].get('precision', 'int8' if name == 'onnx-int8' else 'fp32')})"
+                     for name in artifacts) or "nothing"
+    if backend in ("ort", "openvino"):
+        if precision == "int8" or (precision == "auto" and on_cpu and "onnx-int8" in artifacts):
+            if "onnx-int8" not in artifacts:
+                raise ReminderError(f"--precision int8: bundle {bundle} has no INT8 artifact (it has: {have}); "
+                                    f"export it with --format onnx-int8")
+            return "onnx-int8"
+        return "onnx"
+    fmt = _BACKEND_FORMAT[backend]
+    actual = artifacts.get(fmt, {}).get("precision", "fp32")
+    if precision == "int8" and actual != "int8":
+        raise ReminderError(f"--precision int8: the {backend} backend runs bundle {bundle}'s {fmt} artifact, "
+                            f"which is {actual if fmt in artifacts else 'missing'} (the bundle has: {have}); INT8 "
+                            f"runs on the ort and openvino backends (onnx-int8) or a --trt-int8 engine")
+    if precision == "fp32" and actual == "int8":
+        raise ReminderError(f"--precision fp32: bundle {bundle}'s {fmt} artifact is INT8 (the bundle has: {have})")
+    return fmt
+
+
+def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, precision: str = "auto", log=None,
+                   **options):
+    """Open the backend named (``ort``, ``openvino``, ``trt``, ``torchscript``, ``aoti``)
+    at ``precision`` or, for ``auto``, the best one that works here: a TensorRT engine
+    built for this GPU and TensorRT version, else (on an x86 CPU with OpenVINO installed)
+    OpenVINO if it agrees with ONNX Runtime on the bundle's sample frame, else ONNX Runtime
+    (TensorRT / CUDA / CPU providers), else TorchScript or AOTInductor when torch is
+    installed. Each fallback is reported through ``log``."""
     if backend not in BACKEND_NAMES:
         raise ReminderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    on_cpu = _ort_on_cpu(options)
     if backend != "auto":
-        return open_artifact(bundle, manifest, _BACKEND_FORMAT[backend], log=log, **options)
-    available = [fmt for fmt in ("tensorrt", "onnx", "torchscript", "aoti") if fmt in manifest.get("artifacts", {})]
-    if not available:
+        fmt = choose_format(bundle, manifest, backend, precision, on_cpu=on_cpu or backend == "openvino")
+        return open_artifact(bundle, manifest, fmt, backend=backend, log=log, **options)
+    artifacts = manifest.get("artifacts", {})
+    candidates = [b for b, fmt in (("trt", "tensorrt"), ("openvino", "onnx"), ("ort", "onnx"),
+                                   ("torchscript", "torchscript"), ("aoti", "aoti"))
+                  if fmt in artifacts and (b != "openvino" or (on_cpu and _openvino_here()))]
+    if not candidates:
         raise ReminderError(f"bundle {bundle} has no runnable artifact")
     reasons = []
-    for fmt in available:
+    for name in candidates:
         try:
-            return open_artifact(bundle, manifest, fmt, log=log, **options)
+            fmt = choose_format(bundle, manifest, name, precision, on_cpu=on_cpu)
+            opened = open_artifact(bundle, manifest, fmt, backend=name, log=log, **options)
+            if name == "openvino":
+                _check_openvino(bundle, manifest, opened, options)
+            return opened
         except ReminderError as error:
-            reasons.append(f"{fmt}: {error}")
-            if log is not None and fmt != available[-1]:
-                log(f"{fmt} artifact not usable here ({error}); trying the next format")
+            reasons.append(f"{name}: {error}")
+            if log is not None and name != candidates[-1]:
+                log(f"{name} backend not usable here ({error}); trying the next one")
     raise ReminderError(f"no artifact of bundle {bundle} can run here: " + "; ".join(reasons))
+
+
+def _openvino_here() -> bool:
+    from reminder.runtime.openvino import openvino_available
+
+    return openvino_available()
+
+
+def _check_openvino(bundle: Path, manifest: dict, opened, options: dict) -> None:
+    """Parity of OpenVINO with ONNX Runtime on the bundle's sample frame (the same
+    artifact): at least 99.5% of the pixels with the same label (99% for INT8, whose
+    rounding differs between the two runtimes; near-ties of a small model's logits flip
+    between any two runtimes)."""
+    sample = Path(bundle) / "sample.png"
+    if "sample.png" not in manifest.get("files", {}) or not sample.is_file():
+        raise ReminderError("the bundle has no sample.png to check OpenVINO against ONNX Runtime")
+    import cv2
+
+    image = cv2.imread(str(sample))
+    if image is None:
+        raise ReminderError(f"cannot read {sample}")
+    batch = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
+    reference = open_artifact(bundle, manifest, opened.artifact, backend="ort",
+                              **{k: v for k, v in options.items() if k == "threads"})
+    expected, actual = (_labels(b(batch)) for b in (reference, opened))
+    agreement = float((expected == actual).mean())
+    needed = 0.99 if opened.precision == "int8" else 0.995
+    if agreement < needed:
+        raise ReminderError(f"OpenVINO agrees with ONNX Runtime on {100 * agreement:.2f}% of the sample's pixels, "
+                            f"below {100 * needed:.1f}%")
+
+
+def _labels(outputs: dict) -> np.ndarray:
+    return outputs["logits"].argmax(axis=1) if "logits" in outputs else outputs["labels"]

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from reminder.errors import ReminderError
-from reminder.runtime.backends import FORMAT_BACKEND
+from reminder.runtime.backends import FORMAT_BACKEND, ONNX_FORMATS, PRECISIONS
 from reminder.runtime.predictor import Predictor, resolve_bundle
 
 
@@ -45,46 +45,71 @@ def bench_case(predictor: Predictor, batch: int, height: int, width: int, *, war
     inputs = np.stack([f[:, :, ::-1].transpose(2, 0, 1) for f in frames]).astype(np.float32)
     model = _timed(lambda: predictor.backend(inputs), warmup, iterations)
     predict = _timed(lambda: predictor.predict(frames), max(1, warmup // 2), iterations)
-    return {"backend": predictor.backend.name, "device": predictor.backend_name, "batch": batch,
+    return {"backend": predictor.backend.name, "precision": predictor.precision,
+            "artifact": getattr(predictor.backend, "artifact", None), "device": predictor.backend_name, "batch": batch,
             "height": height, "width": width, "iterations": iterations,
             "model_ms": _percentiles(model), "predict_ms": _percentiles(predict),
             "throughput_fps": round(batch * iterations / sum(model), 2),
             "predict_fps": round(batch * iterations / sum(predict), 2)}
 
 
-def benchmark(bundle: str | Path, *, backends: Sequence[str] = ("auto",), batches: Sequence[int] = (1,),
-              sizes: Sequence[tuple[int, int]] | None = None, warmup: int = 10, iterations: int = 50,
-              threads: int | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Every (backend, batch, size) case; ``backends`` may say ``all`` (every artifact of
-    the bundle). A backend that cannot run here is listed under ``skipped`` with why."""
+def _all_backends(manifest: dict) -> list[str]:
+    """Every backend that runs one of the bundle's artifacts (OpenVINO for its ONNX)."""
+    names = []
+    for fmt in manifest["artifacts"]:
+        for name in [FORMAT_BACKEND.get(fmt)] + (["openvino"] if fmt in ONNX_FORMATS else []):
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def benchmark(bundle: str | Path, *, backends: Sequence[str] = ("auto",), precisions: Sequence[str] = ("auto",),
+              batches: Sequence[int] = (1,), sizes: Sequence[tuple[int, int]] | None = None, warmup: int = 10,
+              iterations: int = 50, threads: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Every (backend, precision, batch, size) case; ``backends`` may say ``all`` (every
+    backend that runs an artifact of the bundle). OpenVINO runs batch 1 with its LATENCY
+    hint and larger batches with THROUGHPUT. A backend or precision that cannot run here
+    is listed under ``skipped`` with why."""
     if warmup < 0 or iterations < 1:
         raise ReminderError(f"need warmup >= 0 and iterations >= 1, got {warmup} and {iterations}")
     if any(b < 1 for b in batches):
         raise ReminderError(f"batch sizes must be at least 1, got {list(batches)}")
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise ReminderError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
     bundle = resolve_bundle(bundle)
     first = Predictor(bundle, log=log, threads=threads)
     if sizes is None:
         sizes = [first.size]
     names = list(backends)
     if "all" in names:
-        names = [FORMAT_BACKEND[fmt] for fmt in first.manifest["artifacts"] if fmt in FORMAT_BACKEND]
+        names = _all_backends(first.manifest)
     report = {"bundle": str(bundle), "version": first.version, "classes": first.num_classes,
               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                           "python": platform.python_version()},
               "warmup": warmup, "iterations": iterations, "results": [], "skipped": {}}
     for name in names:
-        try:
-            predictor = first if name == "auto" else Predictor(bundle, backend=name, log=log, threads=threads)
-        except ReminderError as error:
-            report["skipped"][name] = str(error)
-            if log:
-                log(f"{name}: skipped ({error})")
-            continue
-        for height, width in sizes:
-            for batch in batches:
-                case = bench_case(predictor, batch, height, width, warmup=warmup, iterations=iterations)
-                if log:
-                    log(f"{case['device']} batch {batch} {height}x{width}: p50 {case['model_ms']['p50']:.2f} ms, "
-                        f"{case['throughput_fps']:.1f} images/s")
-                report["results"].append(case)
+        for precision in precisions:
+            key = name if precisions == ("auto",) or list(precisions) == ["auto"] else f"{name} {precision}"
+            opened: dict[str, Predictor] = {}
+            for height, width in sizes:
+                for batch in batches:
+                    hint = "THROUGHPUT" if batch > 1 else "LATENCY"
+                    try:
+                        if hint not in opened:
+                            opened[hint] = Predictor(bundle, backend=name, precision=precision, log=log,
+                                                     threads=threads, hint=hint)
+                    except ReminderError as error:
+                        report["skipped"][key] = str(error)
+                        if log:
+                            log(f"{key}: skipped ({error})")
+                        break
+                    predictor = opened[hint]
+                    case = bench_case(predictor, batch, height, width, warmup=warmup, iterations=iterations)
+                    if log:
+                        log(f"{case['device']} batch {batch} {height}x{width}: p50 {case['model_ms']['p50']:.2f} ms, "
+                            f"{case['throughput_fps']:.1f} images/s")
+                    report["results"].append(case)
+                if key in report["skipped"]:
+                    break
     return report

@@ -75,10 +75,14 @@ class Predictor:
     ``bundle``: a bundle folder, its ``.tar``, or an install folder holding ``current``.
     ``size``: the network input ``(height, width)`` (default: the manifest's input size).
     ``color``: channel order of the frames given (``"bgr"`` as OpenCV reads them, or ``"rgb"``).
+    ``backend``: ``auto``, ``ort``, ``openvino``, ``trt``, ``torchscript`` or ``aoti``.
+    ``precision``: ``fp32``, ``int8`` (the bundle's ``onnx-int8`` artifact, or an INT8
+    engine) or ``auto`` (INT8 on a CPU when the bundle has it, else FP32).
     Backend options (``threads``, ``providers``, ``device``, ...) go to the backend.
     """
 
-    def __init__(self, bundle: str | Path, *, backend: str = "auto", size: int | Sequence[int] | None = None,
+    def __init__(self, bundle: str | Path, *, backend: str = "auto", precision: str = "auto",
+                 size: int | Sequence[int] | None = None,
                  resize: str = "letterbox", color: str = "bgr", confidence: bool = False,
                  workdir: str | Path | None = None, log: Callable[[str], None] | None = None, **backend_options):
         if resize not in RESIZE_MODES:
@@ -91,7 +95,9 @@ class Predictor:
             workdir = tempfile.mkdtemp(prefix="reminder-bundle-")
             weakref.finalize(self, shutil.rmtree, workdir, True)
         self.path, self.manifest = open_bundle(source, workdir)
-        self.backend = select_backend(self.path, self.manifest, backend, log=log, **backend_options)
+        self.backend = select_backend(self.path, self.manifest, backend, precision=precision, log=log,
+                                      **backend_options)
+        self.precision = getattr(self.backend, "precision", "fp32")
         spec = self.manifest["input"]
         if size is None:
             size = (spec["height"], spec["width"])
@@ -117,7 +123,8 @@ class Predictor:
     @property
     def backend_name(self) -> str:
         providers = getattr(self.backend, "providers", None)
-        return f"{self.backend.name} ({', '.join(providers)})" if providers else self.backend.name
+        name = f"{self.backend.name} {self.precision}"
+        return f"{name} ({', '.join(providers)})" if providers else name
 
     @property
     def num_classes(self) -> int:

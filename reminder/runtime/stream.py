@@ -142,7 +142,9 @@ class Stream:
             raise ReminderError(f"--max-frames must be at least 1, got {max_frames}")
         Outputs.check(out, save)
         self.bundle, self.log = Path(bundle), log
-        self.predictor_options = predictor_options
+        # OpenVINO: LATENCY for one camera, THROUGHPUT (parallel streams) for batched sources
+        self.predictor_options = {"hint": "THROUGHPUT" if (batch or len(sources)) > 1 else "LATENCY",
+                                  **predictor_options}
         self.predictor = self._make(self.bundle)
         self.sources = []
         try:

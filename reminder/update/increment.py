@@ -48,6 +48,8 @@ class UpdateOptions:
     lr: float | None = None              # default: 0.01 with a frozen backbone, else 0.001
     clip_norm: float | None = 5.0        # gradient norm cap: few frames and frozen batch norm diverge easily
     freeze_backbone: bool = False        # train the ASPP and the head only
+    feature_cache: bool = True           # frozen backbone: its outputs computed once per view (update.cached)
+    views: int = 16                      # with the cache: augmented views per frame
     csw_kd: bool = True                  # False: pseudo-labels + local POD only (PLOP's losses)
     holdout: float = 0.25                # share of the frames kept out of training for the IoU
     agreement_confidence: float = 0.9    # parent confidence above which old-class pixels are compared
@@ -150,10 +152,18 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
                            freeze_backbone=options.freeze_backbone, step=int(parent.get("step", 0)) + 1,
                            config=config, device=device)
     try:                                                                         # 4. training, 5. prototypes
-        outcome = train_on_frames(learner, train_frames, iterations=options.iterations,
-                                  batch_size=options.batch_size, crop=crop, lr=lr, clip_norm=options.clip_norm,
-                                  time_budget=options.time_budget, amp=amp, seed=options.seed,
-                                  workers=options.workers, device=device, progress=progress)
+        if options.freeze_backbone and options.feature_cache:
+            from reminder.update.cached import train_on_cache
+
+            outcome = train_on_cache(learner, train_frames, iterations=options.iterations,
+                                     batch_size=options.batch_size, crop=crop, lr=lr, clip_norm=options.clip_norm,
+                                     time_budget=options.time_budget, seed=options.seed, views=options.views,
+                                     device=device, progress=progress, log=log)
+        else:
+            outcome = train_on_frames(learner, train_frames, iterations=options.iterations,
+                                      batch_size=options.batch_size, crop=crop, lr=lr, clip_norm=options.clip_norm,
+                                      time_budget=options.time_budget, amp=amp, seed=options.seed,
+                                      workers=options.workers, device=device, progress=progress)
         prototypes, counts = compute_prototypes(learner.student, plain_loader(train_frames), new_ids, device=device)
     except (MemoryError, RuntimeError) as error:  # torch.OutOfMemoryError is a RuntimeError
         advice = out_of_memory(error, batch_size=options.batch_size, crop=crop,
@@ -175,5 +185,6 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     new_bank = merge_prototypes(bank, new_ids, prototypes, counts, len(table))  # 7. the new bundle
     manifest = child_manifest(parent, folder, table, classes, report, options.version)
     path = export_child(learner.student, new_bank, manifest, parent, out=out, frames=frames,
-                        formats=options.formats, protect=protect, force=options.force, log=log)
+                        formats=options.formats, protect=protect, force=options.force,
+                        train_frames=train_frames, log=log)
     return UpdateResult(path, report)

@@ -40,9 +40,11 @@ def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[
 
 def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path, frames: Sequence[Frame],
                  formats: Sequence[str] | None, protect: Sequence[Path] = (), force: bool = False,
-                 log: Callable[[str], None]) -> Path:
+                 train_frames: Sequence[Frame] = (), log: Callable[[str], None]) -> Path:
     """Weights, prototypes and the parent's formats (or ``formats``) into ``out``: staged,
-    parity-checked on the frames, and renamed into place by ``write_bundle``."""
+    parity-checked on the frames, and renamed into place by ``write_bundle``. An INT8
+    artifact is calibrated on ``train_frames`` and gated on every frame (label agreement
+    with FP32 only: the frames' masks mark the new classes alone)."""
     from reminder.export.exporter import write_bundle
     from reminder.export.formats import parse_formats
     from reminder.export.graph import ExportModule
@@ -50,7 +52,14 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
     from reminder.train.prototypes import save_prototypes
 
     student = student.cpu().eval()
+    from reminder.export.quantize import DEFAULT_CALIBRATION_IMAGES, Int8Options
+
     names = formats or [f for f in parent["artifacts"]] + list(parent.get("skipped", {}))
+    int8 = None
+    if "onnx-int8" in names:
+        calibration = [f.image for f in (train_frames or frames)][:DEFAULT_CALIBRATION_IMAGES]
+        int8 = Int8Options(calibration, {"source": "the update's training frames", "images": len(calibration)},
+                           [(f.image, None) for f in frames[:32]])
     with tempfile.TemporaryDirectory(prefix="reminder-update-") as tmp:
         tmp = Path(tmp)
         save_tensors(tmp / "checkpoint.safetensors", student.state_dict())
@@ -60,4 +69,4 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
                             parity_set=[f.image for f in frames[:8]],
                             files={"checkpoint.safetensors": tmp / "checkpoint.safetensors",
                                    "prototypes.safetensors": tmp / "prototypes.safetensors"},
-                            protect=protect, force=force, log=log)
+                            int8=int8, protect=protect, force=force, log=log)

@@ -208,7 +208,7 @@ def test_engine_that_does_not_deserialise_is_refused_and_auto_falls_back(engine_
     write_manifest(bundle, manifest)
     messages = []
     backend = select_backend(bundle, manifest, "auto", log=messages.append)
-    assert backend.name == "ort" and "could not deserialise" in messages[0]
+    assert backend.name in ("ort", "openvino") and "could not deserialise" in messages[0]  # the ONNX artifact
 
 
 def test_refused_input_shape_is_an_error_not_stale_outputs(engine_file, monkeypatch):

@@ -240,3 +240,56 @@ def test_bad_options_are_refused_before_training(bundles, sheep_frames, tmp_path
     with pytest.raises(ReminderError, match=message):
         _update(bundles[0], images, masks, tmp_path / "o", **options)
     assert not (tmp_path / "o").exists()
+
+
+def test_cached_features_give_the_same_loss_terms_as_the_full_forward(bundles, sheep_frames):
+    """With a frozen backbone, the cached path computes REMINDER's terms (pseudo-label CE,
+    local POD, CSW-KD) exactly as the full forward of student and teacher on the batch."""
+    import torch
+
+    from reminder.bundle import open_bundle
+    from reminder.data.transforms import train_transform
+    from reminder.train.methods import StepInputs
+    from reminder.train.prototypes import load_prototypes
+    from reminder.train.step import compute_terms, compute_thresholds, set_train_mode
+    from reminder.update.cached import cached_terms, encode
+    from reminder.update.frames import FrameDataset, read_frames
+    from reminder.update.increment import _training_config
+    from reminder.update.training import load_bundle_model, make_learner, plain_loader
+
+    torch.manual_seed(0)
+    folder, manifest = open_bundle(bundles[0])
+    device = torch.device("cpu")
+    frames = read_frames(sheep_frames / "images", sheep_frames / "masks",
+                         [tuple(c["color"]) for c in manifest["classes"]] + [tuple(voc_palette()[SHEEP])], [16],
+                         lambda message: None)[:6]
+    config = _training_config(DEVICE, images=sheep_frames, out=sheep_frames, crop=64, lr=0.01, amp="none",
+                              device=device)
+    learner = make_learner(load_bundle_model(folder, manifest, device), 1, csw_kd=True,
+                           old_prototypes=load_prototypes(folder / "prototypes.safetensors")["prototypes"],
+                           freeze_backbone=True, step=1, config=config, device=device)
+    learner.state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
+                                                  bins=config.pseudo_bins, floor=config.pseudo_floor,
+                                                  num_all=17, mode=config.pseudo_thresholds)
+    dataset = FrameDataset(frames, train_transform(64))
+    images, labels = (torch.stack(part) for part in zip(*[dataset[i] for i in range(len(frames))]))
+    set_train_mode(learner.student, freeze_bn=True)
+    with torch.no_grad():
+        full = compute_terms(learner.method, StepInputs(
+            images, labels, learner.student.forward_features(images), learner.teacher.forward_features(images),
+            num_old=16, num_seen=17, thresholds=learner.state.thresholds,
+            old_prototypes=learner.state.old_prototypes, pseudo_mode=config.pseudo_thresholds))
+        cache = encode(learner, images, labels, device=device)
+        cached = cached_terms(learner, cache, torch.arange(len(frames)))
+    assert set(full) == set(cached) == {"loss", "ce", "pod", "csw_kd"}
+    for name in full:
+        assert float(cached[name]) == pytest.approx(float(full[name]), rel=1e-4, abs=1e-6), name
+    assert float(full["csw_kd"]) > 0 and float(full["pod"]) > 0
+
+
+def test_update_without_the_feature_cache_still_learns(bundles, sheep_frames, tmp_path):
+    result = update_bundle(bundles[0], images=sheep_frames / "images", masks=sheep_frames / "masks",
+                           classes=["sheep"], out=tmp_path / "b",
+                           options=UpdateOptions(iterations=20, freeze_backbone=True, feature_cache=False), **QUIET)
+    assert result.report["iterations"] == 20 and result.report["options"]["feature_cache"] is False
+    verify_bundle(result.bundle)

@@ -1,0 +1,82 @@
+"""OpenVINO: the bundle's ONNX (FP32 or INT8 QDQ) on x86 CPUs (or Intel GPUs/NPUs).
+
+An optional extra (``pip install 'reminder[openvino]'``); torch-free. OpenVINO reads the
+ONNX file directly: nothing is converted or written. The ``LATENCY`` hint (one camera)
+runs each call on all cores; ``THROUGHPUT`` (batched sources) keeps several inference
+streams busy: a batch is split into frames that run in parallel, one per stream.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from reminder.errors import ReminderError
+
+INSTALL = "pip install 'reminder[openvino]' (or: pip install openvino)"
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise ReminderError(f"the openvino backend needs OpenVINO, which is not installed: {INSTALL}") from None
+    return openvino
+
+
+def openvino_available() -> bool:
+    """OpenVINO is installed and this is an x86 machine (where ``auto`` considers it)."""
+    import importlib.util
+
+    return platform.machine().lower() in ("x86_64", "amd64") and importlib.util.find_spec("openvino") is not None
+
+
+class OpenVinoBackend:
+    name = "openvino"
+
+    def __init__(self, path: str | Path, *, device: str | None = None, hint: str = "LATENCY",
+                 threads: int | None = None):
+        ov = import_openvino()
+        hint = hint.upper()
+        if hint not in HINTS:
+            raise ReminderError(f"unknown OpenVINO performance hint {hint!r}; choose {' or '.join(HINTS)}")
+        device = (device or "CPU").upper()
+        config = {"PERFORMANCE_HINT": hint}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.path, self.hint, self.device = Path(path), hint, device
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(path)), device, config)
+        except RuntimeError as error:  # OpenVINO reports every failure as RuntimeError
+            raise ReminderError(f"OpenVINO cannot load {Path(path).name} on {device}: "
+                                f"{str(error).strip().splitlines()[0][:300]}") from None
+        self.output_names = [output.get_any_name() for output in self.compiled.outputs]
+        self.request = self.compiled.create_infer_request()
+        self.queue = None
+        if hint == "THROUGHPUT":
+            requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            if requests > 1:
+                self.queue = ov.AsyncInferQueue(self.compiled, requests)
+        self.providers = [f"{device} {hint.lower()}"]
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if self.queue is None or len(images) == 1:
+            self.request.infer({0: images})
+            return {name: self.request.get_output_tensor(i).data.copy() for i, name in enumerate(self.output_names)}
+        results: list = [None] * len(images)
+
+        def finished(request, index):
+            results[index] = [request.get_output_tensor(i).data.copy() for i in range(len(self.output_names))]
+
+        self.queue.set_callback(finished)
+        for index in range(len(images)):
+            self.queue.start_async({0: images[index:index + 1]}, index)
+        self.queue.wait_all()
+        if any(r is None for r in results):
+            raise ReminderError(f"OpenVINO returned no result for part of a batch of {len(images)}")
+        return {name: np.concatenate([r[i] for r in results]) for i, name in enumerate(self.output_names)}

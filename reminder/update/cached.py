@@ -1,0 +1,158 @@
+"""A frozen-backbone update from cached backbone features.
+
+With ``--freeze-backbone`` (and batch norm frozen, as every on-device update runs), the
+backbone computes the same output for the same input at every iteration, and so does the
+teacher: the student's backbone *is* the teacher's, and the teacher does not train. So each
+frame is augmented ``views`` times once (random scale-crop and flip, as in training), the
+backbone runs once per view, and the outputs are kept in memory with the teacher's ASPP
+features and logits. The iterations then run only the student's ASPP and head.
+
+The losses are the same as :func:`reminder.update.training.train_on_frames`' (a test checks
+it term by term on the same batch): the local POD terms on the backbone stages are zero
+there (student and teacher stages are the same tensors), so the stages are replaced by
+small zero stand-ins that keep the number of POD layers, and with it the loss's scale.
+What changes is the augmentation: a fixed set of ``views`` per frame instead of a new
+draw at every iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from reminder.models.segmenter import SegmenterOutput
+from reminder.update.frames import Frame, FrameDataset
+
+
+@dataclass
+class FeatureCache:
+    """Per view: the backbone output, the teacher's ASPP features and low-res logits, and
+    the labels (uint8, 255 ignored); ``stages`` is how many backbone stages POD reads."""
+
+    backbone: torch.Tensor
+    teacher_features: torch.Tensor
+    teacher_lowres: torch.Tensor
+    labels: torch.Tensor
+    stages: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.backbone, self.teacher_features, self.teacher_lowres,
+                                                          self.labels))
+
+
+def build_cache(learner, frames: Sequence[Frame], *, views: int, crop: int, seed: int, device: torch.device,
+                chunk: int = 8) -> FeatureCache:
+    """``views`` random scale-crop-flip views of every frame through the frozen backbone and
+    the teacher's ASPP and head, once."""
+    from reminder.data.transforms import train_transform
+
+    dataset = FrameDataset(frames, train_transform(crop, scale=(0.5, 2.0)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        samples = [dataset[i] for _ in range(views) for i in range(len(dataset))]
+    images = torch.stack([image for image, _ in samples])
+    labels = torch.stack([mask for _, mask in samples])
+    return encode(learner, images, labels, device=device, chunk=chunk)
+
+
+def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch.device,
+           chunk: int = 8) -> FeatureCache:
+    """Normalised ``images`` ``(N, 3, H, W)`` through the frozen backbone and the teacher's
+    ASPP and head, ``chunk`` at a time; ``labels`` ``(N, H, W)`` kept beside them."""
+    teacher, backbone = learner.teacher, learner.student.backbone
+    parts: dict[str, list] = {"backbone": [], "features": [], "lowres": []}
+    stages = 0
+    with torch.inference_mode():
+        for start in range(0, len(images), chunk):
+            stage_outputs, out = backbone(images[start:start + chunk].to(device))
+            stages = len(stage_outputs)
+            features = teacher.aspp(out)
+            parts["backbone"].append(out)
+            parts["features"].append(features)
+            parts["lowres"].append(teacher.classifier(features))
+    return FeatureCache(torch.cat(parts["backbone"]), torch.cat(parts["features"]), torch.cat(parts["lowres"]),
+                        labels.clamp(max=255).to(torch.uint8).to(device), stages)
+
+
+def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The loss terms of the views ``index``: the student's ASPP and head on the cached
+    backbone output, the teacher's outputs from the cache."""
+    from reminder.train.methods import StepInputs
+    from reminder.train.step import compute_terms
+
+    student, state = learner.student, learner.state
+    labels = cache.labels[index].long()
+    size = labels.shape[-2:]
+    features = student.aspp(cache.backbone[index])
+    lowres = student.classifier(features)
+    teacher_lowres = cache.teacher_lowres[index]
+    stand_ins = [labels.new_zeros((len(index), 1, 4, 4), dtype=torch.float32) for _ in range(cache.stages)]
+    student_out = SegmenterOutput(F.interpolate(lowres, size=size, mode="bilinear", align_corners=False), lowres,
+                                  features, stand_ins)
+    teacher_out = SegmenterOutput(F.interpolate(teacher_lowres, size=size, mode="bilinear", align_corners=False),
+                                  teacher_lowres, cache.teacher_features[index], stand_ins)
+    inputs = StepInputs(None, labels, student_out, teacher_out, num_old=state.num_old,
+                        num_seen=student.num_classes, thresholds=state.thresholds,
+                        old_prototypes=state.old_prototypes, pseudo_mode=learner.config.pseudo_thresholds)
+    return compute_terms(learner.method, inputs)
+
+
+def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_size: int, crop: int, lr: float,
+                   clip_norm: float | None, time_budget: float | None, seed: int, views: int,
+                   device: torch.device, progress: bool, log=None):
+    """:func:`reminder.update.training.train_on_frames` for a frozen backbone: thresholds,
+    the cache, then ``iterations`` SGD steps on the ASPP and head with a poly LR."""
+    from reminder.progress import progress as progress_bar
+    from reminder.train.step import _check_finite, compute_thresholds, make_optimizer, poly_lr, record_terms, \
+        set_train_mode
+    from reminder.update.training import TrainingOutcome, plain_loader
+
+    config, student, state = learner.config, learner.student, learner.state
+    started = time.perf_counter()
+    state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
+                                          bins=config.pseudo_bins, floor=config.pseudo_floor,
+                                          num_all=student.num_classes, mode=config.pseudo_thresholds)
+    views = max(1, min(views, math.ceil(iterations * batch_size / max(len(frames), 1))))
+    cache = build_cache(learner, frames, views=views, crop=crop, seed=seed, device=device)
+    if log is not None:
+        log(f"cached {len(cache)} views ({views} per frame, {cache.nbytes / 2 ** 20:.0f} MiB) in "
+            f"{time.perf_counter() - started:.1f} s")
+    optimizer = make_optimizer(student, lr, config)
+    generator = torch.Generator().manual_seed(seed)
+    batch = min(batch_size, len(cache))
+    bar = progress_bar(None, progress, total=iterations, desc="update", unit="it", dynamic_ncols=True)
+    sums: dict[str, float] = {}
+    done, stopped_by, order = 0, "iterations", torch.empty(0, dtype=torch.long)
+    set_train_mode(student, freeze_bn=True)
+    while done < iterations:
+        if time_budget is not None and time.perf_counter() - started >= time_budget:
+            stopped_by = "time budget"
+            break
+        if len(order) < batch:
+            order = torch.cat([order, torch.randperm(len(cache), generator=generator)])
+        index, order = order[:batch].to(cache.labels.device), order[batch:]
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(lr, done, iterations, config.lr_power)
+        terms = cached_terms(learner, cache, index)
+        _check_finite(terms, state.step, done)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), clip_norm)
+        optimizer.step()
+        record_terms(sums, terms, bar)
+        done += 1
+    if bar is not None:
+        bar.close()
+    student.eval()
+    return TrainingOutcome(done, stopped_by, time.perf_counter() - started,
+                           {k: round(v / max(done, 1), 4) for k, v in sums.items()})
