@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch and torchvision are pinned to the releases this workplace has on disk; override
 # TORCH= to install others (e.g. a CPU-only wheel index on your own machine).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= train,export,runtime,fleet,dev
+EXTRAS ?= train,export,runtime,fleet,openvino,dev
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(EXTRAS)' | cksum | cut -d' ' -f1)
 
 .PHONY: demo test setup clean gpu-check

@@ -1,12 +1,17 @@
-"""Latency and throughput of each backend at 512 x 512: eager PyTorch, TorchScript,
-AOTInductor, ONNX Runtime (CPU; CUDA and TensorRT when present).
+"""Latency and throughput of each backend: eager PyTorch, TorchScript, AOTInductor, ONNX
+Runtime FP32 and INT8, OpenVINO FP32 and INT8 (CPU), and on a GPU ONNX Runtime's CUDA
+provider, TensorRT FP16 and INT8 engines and AOTInductor for CUDA.
 
 Models have random weights (latency does not depend on them) and the exported graph
-includes normalisation and the argmax, as in a bundle. Batch 1: p50 / p95 latency over
-``--repeats`` runs; batch 8: images/s. Prints one JSON object with the ONNX Runtime over
-eager speed-up at batch 1 (target on CPU: at least 1.3).
+includes normalisation and the argmax, as in a bundle; the INT8 model is quantised as
+``--format onnx-int8`` does, calibrated on 8 random images (ranges, not accuracy, matter
+here). For every size in ``--sizes``: batch 1 p50 / p95 latency over ``--repeats`` runs and
+batch 8 images/s, and each row's ratio to FP32 ONNX Runtime on the CPU at the same size
+(``ratio_to_ort``: below 1 is faster), all measured in one run. Prints one JSON object.
 
-    python benchmarks/export_latency.py --backbones mobilenet_v3_large resnet101
+    python benchmarks/export_latency.py --backbones mobilenet_v3_large resnet101 \
+        --backends ort ort-int8 openvino openvino-int8 --sizes 256 384 512
+    # on a GPU: --backends ort ort-cuda trt-fp16 trt-int8 aoti-cuda
 """
 
 from __future__ import annotations
@@ -54,11 +59,60 @@ def time_backend(backend, size: int, batch: int, repeats: int, warmup: int) -> l
     return times
 
 
+def make_backends(module, backbone: str, names, tmp: Path, size: int) -> dict:
+    """Each backend asked for; GPU ones build for a profile up to ``size``."""
+    from reminder.export.quantize import quantize_int8
+    from reminder.runtime.engines import EngineProfile
+
+    example = example_input(2, 128, 128)
+    onnx_path = tmp / f"{backbone}.onnx"
+    int8_path = tmp / f"{backbone}.int8.onnx"
+    if any(n.startswith(("ort", "openvino", "trt")) for n in names):
+        export_onnx(module, onnx_path, example)
+    if any(n.endswith("int8") for n in names):
+        rng = np.random.default_rng(0)
+        quantize_int8(onnx_path, int8_path, [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(8)],
+                      size=(size, size))
+    profile = EngineProfile((1, 128, 128), (1, size, size), (8, size, size))
+    backends = {}
+    for name in names:
+        if name == "eager":
+            backends[name] = EagerBackend(module)
+        elif name == "torchscript":
+            backends[name] = TorchScriptBackend(export_torchscript(module, tmp / f"{backbone}.ts", example))
+        elif name in ("aoti", "aoti-cuda"):
+            device = "cuda" if name == "aoti-cuda" else "cpu"
+            backends[name] = AotiBackend(export_aoti(module, tmp / f"{backbone}-{device}.pt2", example, device=device),
+                                         compiled_for=device)
+        elif name in ("ort", "ort-int8"):
+            backends[name] = OrtBackend(int8_path if name == "ort-int8" else onnx_path,
+                                        providers=["CPUExecutionProvider"])
+        elif name == "ort-cuda":
+            backends[name] = OrtBackend(onnx_path, providers=["CUDAExecutionProvider"])
+        elif name in ("openvino", "openvino-int8"):
+            from reminder.runtime.openvino import OpenVinoBackend
+
+            backends[name] = OpenVinoBackend(int8_path if name.endswith("int8") else onnx_path)
+        elif name in ("trt-fp16", "trt-int8"):
+            from reminder.export.tensorrt import build_engine
+            from reminder.runtime.backends import TensorRTBackend
+
+            engine = tmp / f"{backbone}-{name}.engine"
+            if name == "trt-fp16":
+                build_engine(onnx_path, engine, profile=profile, fp16=True)
+            else:  # the QDQ model: the same INT8 graph the CPU runs
+                build_engine(int8_path, engine, profile=profile, int8=True)
+            backends[name] = TensorRTBackend(engine)
+        else:
+            raise SystemExit(f"unknown backend {name}")
+    return backends
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["mobilenet_v3_large", "resnet101"])
     parser.add_argument("--backends", nargs="+", default=["eager", "torchscript", "aoti", "ort"])
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
@@ -70,34 +124,36 @@ def main() -> None:
         for backbone in args.backbones:
             torch.manual_seed(0)
             module = ExportModule(build_segmenter(backbone, num_classes=args.classes)).eval()
-            example = example_input(2, 128, 128)
-            backends = {}
-            for name in args.backends:
-                if name == "eager":
-                    backends[name] = EagerBackend(module)
-                elif name == "torchscript":
-                    backends[name] = TorchScriptBackend(export_torchscript(module, tmp / f"{backbone}.ts", example))
-                elif name == "aoti":
-                    backends[name] = AotiBackend(export_aoti(module, tmp / f"{backbone}.pt2", example))
-                elif name == "ort":
-                    backends[name] = OrtBackend(export_onnx(module, tmp / f"{backbone}.onnx", example))
-            for name, backend in backends.items():
-                single = time_backend(backend, args.size, 1, args.repeats, args.warmup)
-                batched = time_backend(backend, args.size, 8, args.batch_repeats, 1)
-                rows.append({"backbone": backbone, "backend": name,
-                             "p50_ms": round(1000 * float(np.percentile(single, 50)), 1),
-                             "p95_ms": round(1000 * float(np.percentile(single, 95)), 1),
-                             "batch8_images_per_s": round(8 / float(np.median(batched)), 2)})
-                print(json.dumps(rows[-1]), flush=True)
+            backends = make_backends(module, backbone, args.backends, tmp, max(args.sizes))
+            for size in args.sizes:
+                for name, backend in backends.items():
+                    try:
+                        single = time_backend(backend, size, 1, args.repeats, args.warmup)
+                        batched = time_backend(backend, size, 8, args.batch_repeats, 1)
+                    except Exception as error:  # a backend that cannot take this shape (an engine's profile)
+                        rows.append({"backbone": backbone, "backend": name, "size": size, "error": str(error)[:200]})
+                        continue
+                    rows.append({"backbone": backbone, "backend": name, "size": size,
+                                 "p50_ms": round(1000 * float(np.percentile(single, 50)), 1),
+                                 "p95_ms": round(1000 * float(np.percentile(single, 95)), 1),
+                                 "batch8_images_per_s": round(8 / float(np.median(batched)), 2)})
+                    print(json.dumps(rows[-1]), flush=True)
+    for row in rows:
+        base = next((r for r in rows if r["backbone"] == row["backbone"] and r["size"] == row["size"]
+                     and r["backend"] == "ort" and "p50_ms" in r), None)
+        if base is not None and "p50_ms" in row:
+            row["ratio_to_ort"] = round(row["p50_ms"] / base["p50_ms"], 3)
+            row["batch8_ratio_to_ort"] = round(base["batch8_images_per_s"] / row["batch8_images_per_s"], 3)
     speedups = {}
     for backbone in args.backbones:
-        by = {r["backend"]: r["p50_ms"] for r in rows if r["backbone"] == backbone}
+        by = {r["backend"]: r["p50_ms"] for r in rows if r["backbone"] == backbone and "p50_ms" in r
+              and r["size"] == max(args.sizes)}
         if "eager" in by and "ort" in by:
             speedups[backbone] = round(by["eager"] / by["ort"], 2)
     print(json.dumps({
         "benchmark": "export_latency", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} threads", "size": args.size, "results": rows,
+                   f"{torch.get_num_threads()} threads", "sizes": args.sizes, "results": rows,
         "ort_over_eager_batch1": speedups}, indent=2))
 
 

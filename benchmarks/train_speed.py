@@ -49,13 +49,14 @@ def measure(backbone: str, method_name: str, args, device: torch.device) -> dict
     labels = torch.zeros(args.batch_size, args.size, args.size, dtype=torch.long)
     labels[:, args.size // 4: args.size // 2, args.size // 4: args.size // 2] = 16
     optimizer = make_optimizer(student, 0.001, config)
+    forward = torch.compile(student.forward_features) if args.compile else None  # as --compile trains
     times = []
     for iteration in range(args.warmup + args.iterations):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         train_iteration(student, method, images, labels, state, optimizer, None, config=config, device=device,
-                        dist=DistContext())
+                        dist=DistContext(), forward=forward)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if iteration >= args.warmup:
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the student's forward.")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = [measure(b, m, args, device) for b in args.backbones for m in args.methods]
@@ -89,7 +91,7 @@ def main() -> None:
         "benchmark": "train_speed", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": f"{device.type}: {name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
         "torch": torch.__version__, "size": args.size, "batch_size": args.batch_size, "amp": args.amp,
-        "channels_last": args.channels_last, "results": rows, "reminder_over_plop_step_time": ratios}, indent=2))
+        "channels_last": args.channels_last, "compile": args.compile, "results": rows, "reminder_over_plop_step_time": ratios}, indent=2))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def training_options(command):
         click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the student."),
         click.option("--freeze-bn", is_flag=True, default=None, help="Keep batch-norm statistics frozen."),
         click.option("--export-each-step", default=None, metavar="FORMATS",
-                     help="Export a bundle after each step into RUN/bundles/step<t> (e.g. onnx,torchscript)."),
+                     help="Export a bundle after each step into RUN/bundles/step<t> (e.g. onnx,torchscript; "
+                          "onnx-int8 calibrates on the step's training images)."),
         click.option("--tensorboard", is_flag=True, default=None, help="Also log to RUN/tensorboard (needs tensorboard)."),
         click.option("--wandb", is_flag=True, default=None, help="Also log to Weights & Biases (needs wandb)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -90,7 +90,7 @@ def benchmark(bundle: str | Path, *, backends: Sequence[str] = ("auto",), precis
               "warmup": warmup, "iterations": iterations, "results": [], "skipped": {}}
     for name in names:
         for precision in precisions:
-            key = name if precisions == ("auto",) or list(precisions) == ["auto"] else f"{name} {precision}"
+            key = name if list(precisions) == ["auto"] else f"{name} {precision}"
             opened: dict[str, Predictor] = {}
             for height, width in sizes:
                 for batch in batches:

@@ -144,3 +144,42 @@ def test_on_device_update_on_cuda(bundles, sheep_frames, tmp_path):
                            options=UpdateOptions(iterations=20, device="cuda", freeze_backbone=True), **QUIET)
     assert result.report["device"].startswith("cuda") and result.report["amp"] == "bf16"
     assert "cuda_allocated_mb" in result.report["peak_memory"]
+
+
+@pytest.mark.tensorrt
+def test_int8_engine_is_gated_and_a_device_rebuilds_it_from_the_bundle_alone(runtime_run, frames, tmp_path):
+    """An INT8 engine (TensorRT 10: entropy calibration on the step's training images; 11:
+    the QDQ ONNX) passes the same gate as the INT8 ONNX; with TensorRT 10 the calibration
+    cache in the bundle lets a device build its own INT8 engine without any image."""
+    from reminder.export.exporter import export_bundle
+    from reminder.export.tensorrt import build_engine
+    from reminder.runtime.backends import open_artifact
+    from reminder.runtime.engines import import_tensorrt, read_engine, tensorrt_major
+    from reminder.runtime.predictor import Predictor
+
+    bundle = export_bundle(runtime_run, out=tmp_path / "b", formats="onnx-int8,tensorrt", trt_int8=True, step=0,
+                           calibration_count=16, **QUIET)
+    manifest = __import__("reminder.bundle", fromlist=["verify_bundle"]).verify_bundle(bundle)
+    engine = manifest["artifacts"]["tensorrt"]
+    assert engine["precision"] == "int8" and manifest["parity"]["tensorrt"]["passed"]
+    predictor = Predictor(bundle, backend="trt", precision="int8")
+    ort = Predictor(bundle, backend="ort", precision="fp32")
+    labels = [p.labels for p in predictor.predict(frames[:4])]
+    reference = [p.labels for p in ort.predict(frames[:4])]
+    assert np.mean([_agreement(a, b) for a, b in zip(labels, reference)]) >= 0.97
+    if tensorrt_major(import_tensorrt()) < 11:
+        assert "calibration.cache" in manifest["files"]
+        header = build_engine(bundle / "model.onnx", tmp_path / "device.engine", int8=True,
+                              calibration_cache=bundle / "calibration.cache",
+                              profile=open_artifact(bundle, manifest, "tensorrt").profile)
+        assert header["precision"] == "int8" and read_engine(tmp_path / "device.engine")[1]
+
+
+def test_openvino_and_int8_on_a_gpu_machine_still_run_on_its_cpu(int8_bundle, frames):
+    """On a machine with CUDA, auto keeps ONNX Runtime on the GPU (FP32): INT8 is a CPU choice."""
+    from reminder.runtime.predictor import Predictor
+
+    predictor = Predictor(int8_bundle)
+    assert predictor.backend.name == "ort" and predictor.precision == "fp32"
+    assert "CUDAExecutionProvider" in predictor.backend.providers
+    assert Predictor(int8_bundle, backend="ort", precision="int8").predict(frames[:2])

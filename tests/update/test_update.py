@@ -293,3 +293,16 @@ def test_update_without_the_feature_cache_still_learns(bundles, sheep_frames, tm
                            options=UpdateOptions(iterations=20, freeze_backbone=True, feature_cache=False), **QUIET)
     assert result.report["iterations"] == 20 and result.report["options"]["feature_cache"] is False
     verify_bundle(result.bundle)
+
+
+def test_an_int8_parent_gets_an_int8_child_calibrated_on_the_frames(int8_bundle, sheep_frames, tmp_path):
+    result = update_bundle(int8_bundle, images=sheep_frames / "images", masks=sheep_frames / "masks",
+                           classes=["sheep"], out=tmp_path / "child",
+                           options=UpdateOptions(iterations=10, freeze_backbone=True), **QUIET)
+    manifest = verify_bundle(result.bundle)
+    assert set(manifest["artifacts"]) == {"onnx", "onnx-int8"}
+    calibration = manifest["artifacts"]["onnx-int8"]["calibration"]
+    assert calibration == {"source": "the update's training frames", "images": 15, "size": [64, 64]}
+    gate = manifest["parity"]["onnx-int8"]
+    assert gate["passed"] and gate["labelled_images"] == 0 and "miou_drop" not in gate
+    assert Predictor(result.bundle, backend="ort", precision="int8").num_classes == 17
