@@ -4,7 +4,8 @@
    ``benchmarks/device_update.py --workdir DIR`` trains, 49% mIoU) is exported with
    ``--format onnx-int8``: the quality gate's label agreement and mIoU (FP32 / INT8).
 2. SynthVOC test scenes drawn at ``--frame-size`` px (another seed). For each network input
-   size, backend (ort, openvino) and precision (fp32, int8): the mIoU of the step's classes
+   size, backend and precision (ONNX Runtime FP32 and INT8; OpenVINO FP32 computed in f32,
+   in bf16, and INT8): the mIoU of the step's classes
    through :class:`Predictor` (letterbox resize), and the FPS of ``reminder run`` on a video
    of those frames, headless, in a fresh process (decode, resize, inference, counts).
 
@@ -94,9 +95,10 @@ def main() -> None:
     frames = [image[:, :, ::-1] for image, _ in samples]
     video = write_video(args.workdir / "frames.mp4", [frames[i % len(frames)] for i in range(args.video_frames)])
     rows = []
+    configs = [("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
     for size in args.sizes:
-        for backend in ("ort", "openvino"):
-            for precision in ("fp32", "int8"):
+        for backend, precision in configs:
+            if True:
                 predictor = Predictor(bundle, backend=backend, precision=precision, size=size, color="rgb")
                 row = {"size": size, "backend": backend, "precision": precision,
                        "miou": miou(predictor, samples, len(manifest["classes"])),

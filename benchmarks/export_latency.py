@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import tempfile
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,7 +138,7 @@ def main() -> None:
                                  "p50_ms": round(1000 * float(np.percentile(single, 50)), 1),
                                  "p95_ms": round(1000 * float(np.percentile(single, 95)), 1),
                                  "batch8_images_per_s": round(8 / float(np.median(batched)), 2)})
-                    print(json.dumps(rows[-1]), flush=True)
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     for row in rows:
         base = next((r for r in rows if r["backbone"] == row["backbone"] and r["size"] == row["size"]
                      and r["backend"] == "ort" and "p50_ms" in r), None)

@@ -80,8 +80,9 @@ def _stop_on_sigterm(stream):
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity, 0..1.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt", "torchscript", "aoti"]),
               default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True,
-              help="int8: the bundle's INT8 artifact; auto: INT8 on a CPU when the bundle has one.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", show_default=True,
+              help="int8: the bundle's INT8 artifact; bf16: its FP32 model computed in bf16 (openvino); auto: "
+                   "INT8 on a CPU when the bundle has one.")
 @click.option("--size", default=None, help="Network input N or HEIGHTxWIDTH (default: the bundle's).")
 @click.option("--resize", type=click.Choice(["letterbox", "fit", "stretch", "none"]), default="letterbox",
               show_default=True)
@@ -127,7 +128,7 @@ def run_command(bundle, sources, out, save, view, alpha, backend, precision, siz
               help="Comma-separated: auto, ort, openvino, trt, torchscript, aoti, or all (every backend that "
                    "can run one of the bundle's artifacts here).")
 @click.option("--precision", "precisions", default="auto", show_default=True,
-              help="Comma-separated: auto, fp32, int8 (each backend is measured at each).")
+              help="Comma-separated: auto, fp32, bf16 (openvino), int8 (each backend is measured at each).")
 @click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--size", "sizes", default=None, help="Comma-separated N or HEIGHTxWIDTH (default: the bundle's).")
 @click.option("--warmup", type=int, default=10, show_default=True)

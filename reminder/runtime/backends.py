@@ -179,11 +179,11 @@ FORMAT_BACKEND = {"onnx": "ort", "onnx-int8": "ort", "torchscript": "torchscript
 ONNX_FORMATS = ("onnx", "onnx-int8")  # what the ort and openvino backends run
 
 BACKEND_NAMES = ("auto", "ort", "openvino", "trt", "torchscript", "aoti")
-PRECISIONS = ("auto", "fp32", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 _BACKEND_FORMAT = {"ort": "onnx", "openvino": "onnx", "torchscript": "torchscript", "aoti": "aoti", "trt": "tensorrt"}
 # the options each backend accepts; the others are dropped for it
 _OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16", "profile", "log"), "trt": ("buffers",),
-            "openvino": ("device", "hint", "threads"), "torchscript": ("device",), "aoti": ("device", "compiled_for")}
+            "openvino": ("device", "hint", "threads", "inference_precision"), "torchscript": ("device",), "aoti": ("device", "compiled_for")}
 
 
 def input_profile(manifest: dict):
@@ -210,6 +210,8 @@ def open_artifact(bundle: Path, manifest: dict, fmt: str, *, backend: str | None
     opened = BACKENDS[backend](Path(bundle) / entry["path"], **accepted)
     opened.artifact = fmt
     opened.precision = "int8" if fmt == "onnx-int8" else entry.get("precision", "fp32")
+    if backend == "openvino" and fmt == "onnx":  # what OpenVINO computes the FP32 model in
+        opened.precision = opened.execution_precision
     return opened
 
 
@@ -228,13 +230,17 @@ def _ort_on_cpu(options: dict) -> bool:
 
 def choose_format(bundle: Path, manifest: dict, backend: str, precision: str, *, on_cpu: bool) -> str:
     """The artifact ``backend`` runs at ``precision``: ``int8`` needs the INT8 artifact
-    (refused, listing what the bundle has, when it is missing), ``fp32`` the FP32 one;
-    ``auto`` prefers INT8 on a CPU when the bundle has it."""
+    (refused, listing what the bundle has, when it is missing), ``fp32`` and ``bf16`` the
+    FP32 one (``bf16``: OpenVINO only, which computes it in bf16); ``auto`` prefers INT8 on
+    a CPU when the bundle has it."""
     if precision not in PRECISIONS:
         raise ReminderError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     artifacts = manifest.get("artifacts", {})
     have = ", ".join(f"{name} ({artifacts[name].get('precision', 'int8' if name == 'onnx-int8' else 'fp32')})"
                      for name in artifacts) or "nothing"
+    if precision == "bf16" and backend != "openvino":
+        raise ReminderError(f"--precision bf16 runs on the openvino backend only (the FP32 model computed in bf16, "
+                            f"on CPUs with native bf16); the {backend} backend runs the artifacts as they are")
     if backend in ("ort", "openvino"):
         if precision == "int8" or (precision == "auto" and on_cpu and "onnx-int8" in artifacts):
             if "onnx-int8" not in artifacts:
@@ -264,6 +270,9 @@ def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, preci
     if backend not in BACKEND_NAMES:
         raise ReminderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
     on_cpu = _ort_on_cpu(options)
+    if backend == "openvino" or (backend == "auto" and precision in ("fp32", "bf16")):
+        # OpenVINO computes an FP32 model in bf16 by default on CPUs with native bf16: fp32 asks for f32
+        options = {"inference_precision": {"fp32": "f32", "bf16": "bf16"}.get(precision), **options}
     if backend != "auto":
         fmt = choose_format(bundle, manifest, backend, precision, on_cpu=on_cpu or backend == "openvino")
         return open_artifact(bundle, manifest, fmt, backend=backend, log=log, **options)

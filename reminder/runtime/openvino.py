@@ -1,7 +1,9 @@
 """OpenVINO: the bundle's ONNX (FP32 or INT8 QDQ) on x86 CPUs (or Intel GPUs/NPUs).
 
 An optional extra (``pip install 'reminder[openvino]'``); torch-free. OpenVINO reads the
-ONNX file directly: nothing is converted or written. The ``LATENCY`` hint (one camera)
+ONNX file directly: nothing is converted or written. On CPUs with native bf16 (AVX512-BF16,
+AMX) OpenVINO computes an FP32 model in bf16 unless told otherwise: ``--precision fp32``
+asks for f32, ``bf16`` (or ``auto``) lets it; the backend reports what it computes in. The ``LATENCY`` hint (one camera)
 runs each call on all cores; ``THROUGHPUT`` (batched sources) keeps several inference
 streams busy: a batch is split into frames that run in parallel, one per stream.
 """
@@ -38,7 +40,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, path: str | Path, *, device: str | None = None, hint: str = "LATENCY",
-                 threads: int | None = None):
+                 threads: int | None = None, inference_precision: str | None = None):
         ov = import_openvino()
         hint = hint.upper()
         if hint not in HINTS:
@@ -47,6 +49,8 @@ class OpenVinoBackend:
         config = {"PERFORMANCE_HINT": hint}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        if inference_precision:  # f32 or bf16; by default OpenVINO picks bf16 where the CPU has it
+            config["INFERENCE_PRECISION_HINT"] = inference_precision
         self.path, self.hint, self.device = Path(path), hint, device
         try:
             core = ov.Core()
@@ -55,6 +59,9 @@ class OpenVinoBackend:
             raise ReminderError(f"OpenVINO cannot load {Path(path).name} on {device}: "
                                 f"{str(error).strip().splitlines()[0][:300]}") from None
         self.output_names = [output.get_any_name() for output in self.compiled.outputs]
+        computed = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        name = computed.get_type_name() if hasattr(computed, "get_type_name") else str(computed)
+        self.execution_precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
         self.request = self.compiled.create_infer_request()
         self.queue = None
         if hint == "THROUGHPUT":

@@ -31,56 +31,90 @@ from reminder.update.frames import Frame, FrameDataset
 
 @dataclass
 class FeatureCache:
-    """Per view: the backbone output, the teacher's ASPP features and low-res logits, and
-    the labels (uint8, 255 ignored); ``stages`` is how many backbone stages POD reads."""
+    """Per view: the backbone output, the teacher's ASPP features and low-res logits, the
+    labels and PLOP's pseudo-labels (uint8, 255 ignored) with their per-image weight;
+    ``stages`` is how many backbone stages POD reads."""
 
     backbone: torch.Tensor
     teacher_features: torch.Tensor
     teacher_lowres: torch.Tensor
     labels: torch.Tensor
     stages: int
+    pseudo: torch.Tensor | None = None
+    pseudo_weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence["FeatureCache"]) -> "FeatureCache":
+        def cat(name):
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else torch.cat(values)
+
+        return cls(cat("backbone"), cat("teacher_features"), cat("teacher_lowres"), cat("labels"), parts[0].stages,
+                   cat("pseudo"), cat("pseudo_weights"))
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.backbone, self.teacher_features, self.teacher_lowres,
-                                                          self.labels))
+                                                          self.labels, self.pseudo, self.pseudo_weights)
+                   if t is not None)
 
 
 def build_cache(learner, frames: Sequence[Frame], *, views: int, crop: int, seed: int, device: torch.device,
-                chunk: int = 8) -> FeatureCache:
+                chunk: int = 8, amp: str = "none") -> FeatureCache:
     """``views`` random scale-crop-flip views of every frame through the frozen backbone and
     the teacher's ASPP and head, once."""
     from reminder.data.transforms import train_transform
 
     dataset = FrameDataset(frames, train_transform(crop, scale=(0.5, 2.0)))
+    order = [i for _ in range(views) for i in range(len(dataset))]
+    parts = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        samples = [dataset[i] for _ in range(views) for i in range(len(dataset))]
-    images = torch.stack([image for image, _ in samples])
-    labels = torch.stack([mask for _, mask in samples])
-    return encode(learner, images, labels, device=device, chunk=chunk)
+        for start in range(0, len(order), chunk):  # augmented views are encoded as they are drawn
+            images, labels = zip(*[dataset[i] for i in order[start:start + chunk]])
+            parts.append(encode(learner, torch.stack(images), torch.stack(labels), device=device, chunk=chunk,
+                                amp=amp))
+    return FeatureCache.concatenate(parts)
 
 
 def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch.device,
-           chunk: int = 8) -> FeatureCache:
+           chunk: int = 8, amp: str = "none") -> FeatureCache:
     """Normalised ``images`` ``(N, 3, H, W)`` through the frozen backbone and the teacher's
-    ASPP and head, ``chunk`` at a time; ``labels`` ``(N, H, W)`` kept beside them."""
-    teacher, backbone = learner.teacher, learner.student.backbone
-    parts: dict[str, list] = {"backbone": [], "features": [], "lowres": []}
+    ASPP and head, ``chunk`` at a time; ``labels`` ``(N, H, W)`` kept beside them, and,
+    when the method uses them, the pseudo-labels from the teacher's logits and the step's
+    thresholds (both fixed for the whole update)."""
+    from reminder.train.losses import entropy_pseudo_labels
+
+    teacher, backbone, state = learner.teacher, learner.student.backbone, learner.state
+    pseudo = learner.method.pseudo_labels and state.thresholds is not None
+    parts: dict[str, list] = {"backbone": [], "features": [], "lowres": [], "pseudo": [], "weights": []}
     stages = 0
-    with torch.inference_mode():
+    from reminder.train.step import autocast
+
+    with torch.inference_mode(), autocast(device, amp):
         for start in range(0, len(images), chunk):
             stage_outputs, out = backbone(images[start:start + chunk].to(device))
             stages = len(stage_outputs)
             features = teacher.aspp(out)
+            lowres = teacher.classifier(features).float()
+            out, features = out.float(), features.float()
             parts["backbone"].append(out)
             parts["features"].append(features)
-            parts["lowres"].append(teacher.classifier(features))
+            parts["lowres"].append(lowres)
+            if pseudo:
+                part = labels[start:start + chunk].to(device)
+                teacher_logits = F.interpolate(lowres, size=part.shape[-2:], mode="bilinear", align_corners=False)
+                new, weights = entropy_pseudo_labels(part, teacher_logits.float(), state.thresholds,
+                                                     num_all=learner.student.num_classes,
+                                                     mode=learner.config.pseudo_thresholds)
+                parts["pseudo"].append(new.clamp(max=255).to(torch.uint8))
+                parts["weights"].append(weights)
     return FeatureCache(torch.cat(parts["backbone"]), torch.cat(parts["features"]), torch.cat(parts["lowres"]),
-                        labels.clamp(max=255).to(torch.uint8).to(device), stages)
+                        labels.clamp(max=255).to(torch.uint8).to(device), stages,
+                        torch.cat(parts["pseudo"]) if pseudo else None, torch.cat(parts["weights"]) if pseudo else None)
 
 
 def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -98,22 +132,24 @@ def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str,
     stand_ins = [labels.new_zeros((len(index), 1, 4, 4), dtype=torch.float32) for _ in range(cache.stages)]
     student_out = SegmenterOutput(F.interpolate(lowres, size=size, mode="bilinear", align_corners=False), lowres,
                                   features, stand_ins)
-    teacher_out = SegmenterOutput(F.interpolate(teacher_lowres, size=size, mode="bilinear", align_corners=False),
-                                  teacher_lowres, cache.teacher_features[index], stand_ins)
+    # the methods read the teacher's low-res logits (upsampled once, in StepInputs), never its full-size ones
+    teacher_out = SegmenterOutput(teacher_lowres, teacher_lowres, cache.teacher_features[index], stand_ins)
     inputs = StepInputs(None, labels, student_out, teacher_out, num_old=state.num_old,
                         num_seen=student.num_classes, thresholds=state.thresholds,
                         old_prototypes=state.old_prototypes, pseudo_mode=learner.config.pseudo_thresholds)
+    if cache.pseudo is not None:
+        inputs.cache["pseudo"] = (cache.pseudo[index].long(), cache.pseudo_weights[index])
     return compute_terms(learner.method, inputs)
 
 
 def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_size: int, crop: int, lr: float,
                    clip_norm: float | None, time_budget: float | None, seed: int, views: int,
-                   device: torch.device, progress: bool, log=None):
+                   device: torch.device, progress: bool, amp: str = "none", log=None):
     """:func:`reminder.update.training.train_on_frames` for a frozen backbone: thresholds,
     the cache, then ``iterations`` SGD steps on the ASPP and head with a poly LR."""
     from reminder.progress import progress as progress_bar
-    from reminder.train.step import _check_finite, compute_thresholds, make_optimizer, poly_lr, record_terms, \
-        set_train_mode
+    from reminder.train.step import _check_finite, autocast, compute_thresholds, make_optimizer, poly_lr, \
+        record_terms, set_train_mode
     from reminder.update.training import TrainingOutcome, plain_loader
 
     config, student, state = learner.config, learner.student, learner.state
@@ -122,7 +158,7 @@ def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_s
                                           bins=config.pseudo_bins, floor=config.pseudo_floor,
                                           num_all=student.num_classes, mode=config.pseudo_thresholds)
     views = max(1, min(views, math.ceil(iterations * batch_size / max(len(frames), 1))))
-    cache = build_cache(learner, frames, views=views, crop=crop, seed=seed, device=device)
+    cache = build_cache(learner, frames, views=views, crop=crop, seed=seed, device=device, amp=amp)
     if log is not None:
         log(f"cached {len(cache)} views ({views} per frame, {cache.nbytes / 2 ** 20:.0f} MiB) in "
             f"{time.perf_counter() - started:.1f} s")
@@ -142,7 +178,8 @@ def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_s
         index, order = order[:batch].to(cache.labels.device), order[batch:]
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(lr, done, iterations, config.lr_power)
-        terms = cached_terms(learner, cache, index)
+        with autocast(device, amp):
+            terms = cached_terms(learner, cache, index)
         _check_finite(terms, state.step, done)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()

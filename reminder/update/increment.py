@@ -54,7 +54,7 @@ class UpdateOptions:
     holdout: float = 0.25                # share of the frames kept out of training for the IoU
     agreement_confidence: float = 0.9    # parent confidence above which old-class pixels are compared
     device: str = "auto"
-    amp: str = "auto"                    # auto: bf16 on CUDA, none on CPU
+    amp: str = "auto"                    # auto: bf16 on CUDA, and on CPUs with native bf16 with the feature cache
     seed: int = 0
     formats: tuple[str, ...] | None = None  # default: the parent's
     version: str | None = None
@@ -107,6 +107,16 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _auto_amp(device: torch.device, options: UpdateOptions) -> str:
+    """bf16 on CUDA; on a CPU with native bf16 (AVX512-BF16 or AMX) for the cached
+    frozen-backbone path, whose ASPP convolutions then run about 1.4x faster; else none."""
+    if device.type == "cuda":
+        return "bf16"
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16" if native and options.freeze_backbone and options.feature_cache else "none"
+
+
 def _training_config(options: UpdateOptions, *, images: Path, out: Path, crop: int, lr: float, amp: str,
                      device: torch.device):
     from reminder.train.config import TrainConfig
@@ -128,7 +138,7 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     out = Path(out)
     folder, parent, protect = _open_parent(bundle, out, options)
     device = resolve_device(options.device)
-    amp = options.amp if options.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
+    amp = options.amp if options.amp != "auto" else _auto_amp(device, options)
     _seed(options.seed)
 
     num_old = len(parent["classes"])                                            # 2. frames
@@ -158,6 +168,7 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
             outcome = train_on_cache(learner, train_frames, iterations=options.iterations,
                                      batch_size=options.batch_size, crop=crop, lr=lr, clip_norm=options.clip_norm,
                                      time_budget=options.time_budget, seed=options.seed, views=options.views,
+                                     amp=amp,
                                      device=device, progress=progress, log=log)
         else:
             outcome = train_on_frames(learner, train_frames, iterations=options.iterations,

@@ -87,3 +87,15 @@ def test_missing_openvino_names_the_install_command(int8_bundle):
     assert out.returncode == 0, out.stderr
     assert "pip install 'reminder[openvino]'" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "ort"  # auto goes on without it
+
+
+def test_fp32_means_f32_and_bf16_is_openvino_only(int8_bundle):
+    """OpenVINO computes an FP32 model in bf16 by default where the CPU has native bf16:
+    --precision fp32 asks for f32, bf16 for bf16, and the predictor says which it got."""
+    f32 = Predictor(int8_bundle, backend="openvino", precision="fp32")
+    assert f32.precision == "fp32" and f32.backend.execution_precision == "fp32"
+    assert f32.backend.artifact == "onnx"
+    bf16 = Predictor(int8_bundle, backend="openvino", precision="bf16")
+    assert bf16.backend.artifact == "onnx" and bf16.precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16
+    with pytest.raises(ReminderError, match="bf16 runs on the openvino backend only"):
+        Predictor(int8_bundle, backend="ort", precision="bf16")
