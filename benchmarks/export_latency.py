@@ -1,5 +1,6 @@
 """Latency and throughput of each backend: eager PyTorch, TorchScript, AOTInductor, ONNX
-Runtime FP32 and INT8, OpenVINO FP32 and INT8 (CPU), and on a GPU ONNX Runtime's CUDA
+Runtime FP32 and INT8, OpenVINO on the FP32 model (its default: bf16 on CPUs with native
+bf16; ``openvino-f32``: f32) and on the INT8 model (CPU), and on a GPU ONNX Runtime's CUDA
 provider, TensorRT FP16 and INT8 engines and AOTInductor for CUDA.
 
 Models have random weights (latency does not depend on them) and the exported graph
@@ -10,7 +11,7 @@ batch 8 images/s, and each row's ratio to FP32 ONNX Runtime on the CPU at the sa
 (``ratio_to_ort``: below 1 is faster), all measured in one run. Prints one JSON object.
 
     python benchmarks/export_latency.py --backbones mobilenet_v3_large resnet101 \
-        --backends ort ort-int8 openvino openvino-int8 --sizes 256 384 512
+        --backends ort ort-int8 openvino-f32 openvino openvino-int8 --sizes 256 384 512
     # on a GPU: --backends ort ort-cuda trt-fp16 trt-int8 aoti-cuda
 """
 
@@ -90,10 +91,12 @@ def make_backends(module, backbone: str, names, tmp: Path, size: int) -> dict:
                                         providers=["CPUExecutionProvider"])
         elif name == "ort-cuda":
             backends[name] = OrtBackend(onnx_path, providers=["CUDAExecutionProvider"])
-        elif name in ("openvino", "openvino-int8"):
+        elif name in ("openvino", "openvino-f32", "openvino-int8"):
             from reminder.runtime.openvino import OpenVinoBackend
 
-            backends[name] = OpenVinoBackend(int8_path if name.endswith("int8") else onnx_path)
+            # "openvino": OpenVINO's default, bf16 on CPUs with native bf16; "openvino-f32": f32
+            backends[name] = OpenVinoBackend(int8_path if name.endswith("int8") else onnx_path,
+                                             inference_precision="f32" if name == "openvino-f32" else None)
         elif name in ("trt-fp16", "trt-int8"):
             from reminder.export.tensorrt import build_engine
             from reminder.runtime.backends import TensorRTBackend

@@ -72,9 +72,10 @@ def test_quant_pre_process_needs_skip_symbolic_shape(int8_bundle, tmp_path, monk
 
 
 def test_calibration_keeps_every_image(int8_bundle, tmp_path):
-    """Only the last of 12 images holds pure black and white: the first quantiser (the
-    normalised input) must span both, so no image was dropped (CalibMaxIntermediateOutputs
-    in ORT 1.32 would drop it)."""
+    """Only the last of 12 images holds pure black and white (half its pixels, 4% of all):
+    the first quantiser (the normalised input) must span both, so no image was dropped
+    (CalibMaxIntermediateOutputs in ORT 1.32 would drop it); the others alone span less
+    than a quarter of that range."""
     rng = np.random.default_rng(0)
     images = [rng.integers(100, 156, (64, 64, 3), dtype=np.uint8) for _ in range(11)]
     extreme = np.zeros((64, 64, 3), np.uint8)
@@ -88,7 +89,7 @@ def test_calibration_keeps_every_image(int8_bundle, tmp_path):
     scale = onnx.numpy_helper.to_array(inits[dq.input[1]]).item()
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     low, high = (-mean / std).min(), ((1 - mean) / std).max()
-    assert scale == pytest.approx((high - low) / 255, rel=0.02)
+    assert scale == pytest.approx((high - low) / 255, rel=0.05)
 
 
 def test_gate_refuses_a_bad_model_with_both_numbers(int8_bundle, runtime_run, tmp_path):
