@@ -91,25 +91,21 @@ def benchmark(bundle: str | Path, *, backends: Sequence[str] = ("auto",), precis
     for name in names:
         for precision in precisions:
             key = name if list(precisions) == ["auto"] else f"{name} {precision}"
-            opened: dict[str, Predictor] = {}
+            hints = {"THROUGHPUT" if batch > 1 else "LATENCY" for batch in batches}
+            try:
+                predictors = {hint: Predictor(bundle, backend=name, precision=precision, log=log, threads=threads,
+                                              hint=hint) for hint in sorted(hints)}
+            except ReminderError as error:
+                report["skipped"][key] = str(error)
+                if log:
+                    log(f"{key}: skipped ({error})")
+                continue
             for height, width in sizes:
                 for batch in batches:
-                    hint = "THROUGHPUT" if batch > 1 else "LATENCY"
-                    try:
-                        if hint not in opened:
-                            opened[hint] = Predictor(bundle, backend=name, precision=precision, log=log,
-                                                     threads=threads, hint=hint)
-                    except ReminderError as error:
-                        report["skipped"][key] = str(error)
-                        if log:
-                            log(f"{key}: skipped ({error})")
-                        break
-                    predictor = opened[hint]
+                    predictor = predictors["THROUGHPUT" if batch > 1 else "LATENCY"]
                     case = bench_case(predictor, batch, height, width, warmup=warmup, iterations=iterations)
                     if log:
                         log(f"{case['device']} batch {batch} {height}x{width}: p50 {case['model_ms']['p50']:.2f} ms, "
                             f"{case['throughput_fps']:.1f} images/s")
                     report["results"].append(case)
-                if key in report["skipped"]:
-                    break
     return report

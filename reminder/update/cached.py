@@ -148,15 +148,12 @@ def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_s
     """:func:`reminder.update.training.train_on_frames` for a frozen backbone: thresholds,
     the cache, then ``iterations`` SGD steps on the ASPP and head with a poly LR."""
     from reminder.progress import progress as progress_bar
-    from reminder.train.step import _check_finite, autocast, compute_thresholds, make_optimizer, poly_lr, \
-        record_terms, set_train_mode
-    from reminder.update.training import TrainingOutcome, plain_loader
+    from reminder.train.step import _check_finite, autocast, make_optimizer, poly_lr, record_terms, set_train_mode
+    from reminder.update.training import finish, set_thresholds
 
     config, student, state = learner.config, learner.student, learner.state
     started = time.perf_counter()
-    state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
-                                          bins=config.pseudo_bins, floor=config.pseudo_floor,
-                                          num_all=student.num_classes, mode=config.pseudo_thresholds)
+    set_thresholds(learner, frames, device)
     views = max(1, min(views, math.ceil(iterations * batch_size / max(len(frames), 1))))
     cache = build_cache(learner, frames, views=views, crop=crop, seed=seed, device=device, amp=amp)
     if log is not None:
@@ -188,8 +185,4 @@ def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_s
         optimizer.step()
         record_terms(sums, terms, bar)
         done += 1
-    if bar is not None:
-        bar.close()
-    student.eval()
-    return TrainingOutcome(done, stopped_by, time.perf_counter() - started,
-                           {k: round(v / max(done, 1), 4) for k, v in sums.items()})
+    return finish(student, bar, done, stopped_by, started, sums)

@@ -98,17 +98,14 @@ def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: in
     from reminder.data.transforms import train_transform
     from reminder.progress import progress as progress_bar
     from reminder.train.distributed import DistContext
-    from reminder.train.step import (compute_thresholds, make_optimizer, poly_lr, record_terms, set_train_mode,
-                                     train_iteration)
+    from reminder.train.step import make_optimizer, poly_lr, record_terms, set_train_mode, train_iteration
 
     config, student, state = learner.config, learner.student, learner.state
     dataset = FrameDataset(frames, train_transform(crop, scale=(0.5, 2.0)))
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
                                          drop_last=False, num_workers=workers, generator=generator)
-    state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
-                                          bins=config.pseudo_bins, floor=config.pseudo_floor,
-                                          num_all=student.num_classes, mode=config.pseudo_thresholds)
+    set_thresholds(learner, frames, device)
     optimizer = make_optimizer(student, lr, config)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
     if device.type == "cuda":
@@ -132,6 +129,21 @@ def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: in
                                     clip_norm=clip_norm)
             record_terms(sums, terms, bar)
             done += 1
+    return finish(student, bar, done, stopped_by, started, sums)
+
+
+def set_thresholds(learner: Learner, frames: Sequence[Frame], device: torch.device) -> None:
+    """PLOP's entropy thresholds from the teacher on the frames, for the step's state."""
+    from reminder.train.step import compute_thresholds
+
+    config = learner.config
+    learner.state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
+                                                  bins=config.pseudo_bins, floor=config.pseudo_floor,
+                                                  num_all=learner.student.num_classes, mode=config.pseudo_thresholds)
+
+
+def finish(student, bar, done: int, stopped_by: str, started: float, sums: dict[str, float]) -> TrainingOutcome:
+    """Close the progress bar, put the student in eval mode, and average the terms."""
     if bar is not None:
         bar.close()
     student.eval()

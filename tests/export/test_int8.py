@@ -9,12 +9,12 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from reminder.bundle import open_bundle, read_manifest, verify_bundle, write_manifest
+from reminder.bundle import open_bundle, read_manifest, verify_bundle
 from reminder.cli import main
 from reminder.errors import ReminderError
 from reminder.export.exporter import export_bundle
 from reminder.export.quantize import Int8Options, describe_gate, quality_gate, quantize_int8
-from reminder.runtime.backends import OrtBackend, open_artifact
+from reminder.runtime.backends import open_artifact
 from reminder.runtime.predictor import Predictor
 
 QUIET = {"log": lambda message: None}
