@@ -6,8 +6,8 @@ What is quantised, and how (the choices a probe on x86 CPUs measured, docs/bench
   weights S8 per output channel, in QDQ form (a plain ONNX graph that ONNX Runtime,
   OpenVINO and TensorRT all read). ORT's default S8 activations leave half the
   convolutions unfused on x86 and run slower than FP32. Quantising the element-wise ops
-  too (MobileNetV3's hard-swish and squeeze-excitation products) cost agreement and was
-  slower;
+  too (MobileNetV3's hard-swish and squeeze-excitation products) cost accuracy, for a
+  little speed (docs/edge.md);
 - the in-graph normalisation (everything between ``images`` and the first convolution)
   and the tail from the classifier convolution on (upsampling, argmax, confidence) stay
   FP32: they are cheap, and the tail decides the labels;
