@@ -170,7 +170,12 @@ class Stream:
         self.summary = StreamSummary(versions=[self.predictor.version])
 
     def _make(self, path: Path) -> Predictor:
-        return Predictor(path, log=self.log, **self.predictor_options)
+        predictor = Predictor(path, log=self.log, **self.predictor_options)
+        # one inference before any frame arrives: backends that compile kernels on first use
+        # (OpenVINO's for a new input shape) would otherwise let a live source run ahead and
+        # drop its first frames, or a file source reach its end before the first result
+        predictor.predict(np.zeros((*predictor.size, 3), np.uint8))
+        return predictor
 
     def stop(self) -> None:
         self.stopping.set()

@@ -110,11 +110,10 @@ def test_live_source_keeps_the_newest_frame_and_ends_after_retries(bundles, fram
 
     def slow(frame, prediction, record):
         time.sleep(0.01)
-        if video.exists():
-            video.unlink()  # the "camera" goes away; the open capture still plays what it has
 
-    summary = run_stream(bundles[0], [str(video)], live=True, on_result=slow, retries=2, backoff=0.01,
-                         log=log.append)
+    stream = Stream(bundles[0], [str(video)], live=True, on_result=slow, retries=2, backoff=0.01, log=log.append)
+    video.unlink()  # the "camera" goes away; the open capture still plays what it has, then cannot come back
+    summary = stream.run()
     assert summary.dropped.get("cam", 0) > 0
     assert summary.total + summary.dropped["cam"] <= 120
     assert any("dropped out; reconnecting" in line for line in log)
