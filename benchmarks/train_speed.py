@@ -91,7 +91,8 @@ def main() -> None:
         "benchmark": "train_speed", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": f"{device.type}: {name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
         "torch": torch.__version__, "size": args.size, "batch_size": args.batch_size, "amp": args.amp,
-        "channels_last": args.channels_last, "compile": args.compile, "results": rows, "reminder_over_plop_step_time": ratios}, indent=2))
+        "channels_last": args.channels_last, "compile": args.compile, "results": rows,
+        "reminder_over_plop_step_time": ratios}, indent=2))
 
 
 if __name__ == "__main__":

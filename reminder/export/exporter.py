@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -50,26 +51,23 @@ def _spread(items: list, count: int) -> list:
     return [items[round(i * (len(items) - 1) / max(count - 1, 1))] for i in range(count)]
 
 
-def _int8_options(run: Path, config, step: int, *, images, calibration_images, calibration_count: int,
-                  gate_images: int, min_agreement: float, max_miou_drop: float) -> Int8Options:
+def _int8_options(load_data: Callable, run_name: str, step: int, *, images, calibration_images,
+                  calibration_count: int, gate_images: int, min_agreement: float, max_miou_drop: float) -> Int8Options:
     """Calibration: ``calibration_images`` or the step's training images; the gate's held-out
-    images: ``images`` (no labels) or the step's test images with their labels."""
-    data = None
+    images: ``images`` (no labels) or the step's test images with their labels.
+    ``load_data()``: the run's data (loaded once, shared with the parity images)."""
     if calibration_images:
         calibration = images_from_folder(calibration_images, calibration_count)
         source = {"source": str(calibration_images), "images": len(calibration)}
     else:
-        data = _run_data(run, config)
-        dataset = data.train_dataset(step)
-        chosen = _spread(dataset.samples, calibration_count)
+        chosen = _spread(load_data().train_dataset(step).samples, calibration_count)
         calibration = [read_image(s.image) for s in chosen]
-        source = {"source": f"training images of step {step} of run {Path(run).resolve().name}",
+        source = {"source": f"training images of step {step} of run {run_name}",
                   "images": len(calibration), "ids": [s.id for s in chosen]}
     if images:
         gate = [(image, None) for image in images_from_folder(images, gate_images)]
     else:
-        data = data or _run_data(run, config)
-        dataset = data.test_dataset(step)
+        dataset = load_data().test_dataset(step)
         picks = _spread(list(range(len(dataset))), gate_images)
         gate = [(dataset[i][0].permute(1, 2, 0).numpy(), dataset[i][1].numpy()) for i in picks]
     return Int8Options(calibration, source, gate, min_agreement=min_agreement, max_miou_drop=max_miou_drop)
@@ -135,13 +133,15 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     model, meta = load_model(step_dir)
     module = ExportModule(model, output=output)
     parent = Path(parent) if parent else (run / "bundles" / f"step{step - 1}" if step > 0 else None)
+    load_data = functools.cache(lambda: _run_data(run, config))
     if images:
         parity_set = images_from_folder(images, parity_images)
     else:
-        parity_set = [read_image(s.image) for s in _run_data(run, config).step_test_samples(step)[:parity_images]]
+        parity_set = [read_image(s.image) for s in load_data().step_test_samples(step)[:parity_images]]
     int8 = None
     if "onnx-int8" in [f.name for f in chosen] or trt_int8:
-        int8 = _int8_options(run, config, step, images=images, calibration_images=calibration_images,
+        int8 = _int8_options(load_data, run.resolve().name, step, images=images,
+                             calibration_images=calibration_images,
                              calibration_count=calibration_count, gate_images=gate_images,
                              min_agreement=int8_min_agreement, max_miou_drop=int8_max_miou_drop)
 
@@ -322,14 +322,16 @@ def _export_engine(module, staging: Path, fmt, example, metadata, fp16: bool, pr
     if int8 is not None:
         from reminder.export.quantize import calibration_inputs
 
-        size = (manifest["input"]["height"], manifest["input"]["width"])
-        calibration = {"int8": True, "calibration": calibration_inputs(int8.calibration, size),
-                       "calibration_cache": staging / "calibration.cache"}
+        calibration = {"int8": True}
         if newer:  # no calibrator on TensorRT 11: the QDQ graph carries the scales
             source = staging / "model.int8.onnx"
             if not source.is_file():
                 raise ReminderError(f"TensorRT {trt.__version__} builds INT8 from the QDQ ONNX: add onnx-int8 to "
                                     f"--format")
+        else:
+            size = (manifest["input"]["height"], manifest["input"]["width"])
+            calibration.update(calibration=calibration_inputs(int8.calibration, size),
+                               calibration_cache=staging / "calibration.cache")
     elif fp16 and newer:
         temporary = source = export_onnx(module, staging / ".engine-source.fp16.onnx", example, metadata=metadata,
                                          fp16=True)

@@ -39,6 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from reminder.errors import ReminderError
+from reminder.runtime.backends import output_labels
 
 DEFAULT_CALIBRATION_IMAGES = 32
 PERCENTILE = 99.99
@@ -193,7 +194,7 @@ def quality_gate(reference, candidate, samples: Sequence[tuple[np.ndarray, np.nd
     labelled = 0
     for image, labels in samples:
         batch = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-        predicted = {"fp32": _labels(reference(batch))[0], "int8": _labels(candidate(batch))[0]}
+        predicted = {"fp32": output_labels(reference(batch))[0], "int8": output_labels(candidate(batch))[0]}
         same += int((predicted["fp32"] == predicted["int8"]).sum())
         total += predicted["fp32"].size
         if labels is not None:
@@ -223,10 +224,6 @@ def describe_gate(result: dict) -> str:
         text += f", mIoU {result['miou_fp32']:.2f} -> {result['miou_int8']:.2f} (drop {result['miou_drop']:.2f} " \
                 f"points, at most {result['max_miou_drop']:.2f} allowed)"
     return text + f" on {result['images']} held-out images"
-
-
-def _labels(outputs: dict[str, np.ndarray]) -> np.ndarray:
-    return outputs["logits"].argmax(axis=1) if "logits" in outputs else outputs["labels"]
 
 
 def _miou(confusion: np.ndarray) -> float:

@@ -183,7 +183,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "int8")
 _BACKEND_FORMAT = {"ort": "onnx", "openvino": "onnx", "torchscript": "torchscript", "aoti": "aoti", "trt": "tensorrt"}
 # the options each backend accepts; the others are dropped for it
 _OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16", "profile", "log"), "trt": ("buffers",),
-            "openvino": ("device", "hint", "threads", "inference_precision"), "torchscript": ("device",), "aoti": ("device", "compiled_for")}
+            "openvino": ("device", "hint", "threads", "inference_precision"), "torchscript": ("device",),
+            "aoti": ("device", "compiled_for")}
 
 
 def input_profile(manifest: dict):
@@ -319,7 +320,7 @@ def _check_openvino(bundle: Path, manifest: dict, opened, options: dict) -> None
     batch = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
     reference = open_artifact(bundle, manifest, opened.artifact, backend="ort",
                               **{k: v for k, v in options.items() if k == "threads"})
-    expected, actual = (_labels(b(batch)) for b in (reference, opened))
+    expected, actual = (output_labels(b(batch)) for b in (reference, opened))
     agreement = float((expected == actual).mean())
     needed = 0.99 if opened.precision == "int8" else 0.995
     if agreement < needed:
@@ -327,5 +328,6 @@ def _check_openvino(bundle: Path, manifest: dict, opened, options: dict) -> None
                             f"below {100 * needed:.1f}%")
 
 
-def _labels(outputs: dict) -> np.ndarray:
+def output_labels(outputs: dict) -> np.ndarray:
+    """A backend's label map: its ``labels`` output, or the argmax of its ``logits``."""
     return outputs["logits"].argmax(axis=1) if "logits" in outputs else outputs["labels"]
