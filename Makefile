@@ -27,8 +27,9 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # the CUDA and TensorRT checks, on a machine with a GPU: make gpu-check OUT=gpu-results
-gpu-check: $(STAMP)
-	bash benchmarks/gpu_check.sh $(or $(OUT),gpu-results)
+# (a machine without network, with its own CUDA torch: INSTALL=0 make gpu-check PY=python3 OUT=DIR)
+gpu-check:
+	PY=$(PY) bash benchmarks/gpu_check.sh $(or $(OUT),gpu-results)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -71,45 +71,60 @@ def make_backends(module, backbone: str, names, tmp: Path, size: int) -> dict:
     int8_path = tmp / f"{backbone}.int8.onnx"
     if any(n.startswith(("ort", "openvino", "trt")) for n in names):
         export_onnx(module, onnx_path, example)
-    if any(n.endswith("int8") for n in names):
-        rng = np.random.default_rng(0)
-        quantize_int8(onnx_path, int8_path, [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(8)],
-                      size=(size, size))
+
+    def int8_model() -> Path:  # quantised once, when a backend first needs it
+        if not int8_path.exists():
+            rng = np.random.default_rng(0)
+            quantize_int8(onnx_path, int8_path,
+                          [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(8)], size=(size, size))
+        return int8_path
+
     profile = EngineProfile((1, 128, 128), (1, size, size), (8, size, size))
-    backends = {}
+    backends, errors = {}, {}
     for name in names:
-        if name == "eager":
-            backends[name] = EagerBackend(module)
-        elif name == "torchscript":
-            backends[name] = TorchScriptBackend(export_torchscript(module, tmp / f"{backbone}.ts", example))
-        elif name in ("aoti", "aoti-cuda"):
-            device = "cuda" if name == "aoti-cuda" else "cpu"
-            backends[name] = AotiBackend(export_aoti(module, tmp / f"{backbone}-{device}.pt2", example, device=device),
-                                         compiled_for=device)
-        elif name in ("ort", "ort-int8"):
-            backends[name] = OrtBackend(int8_path if name == "ort-int8" else onnx_path,
-                                        providers=["CPUExecutionProvider"])
-        elif name == "ort-cuda":
-            backends[name] = OrtBackend(onnx_path, providers=["CUDAExecutionProvider"])
-        elif name in ("openvino", "openvino-f32", "openvino-int8"):
-            from reminder.runtime.openvino import OpenVinoBackend
+        try:
+            backends[name] = _make_backend(name, module, backbone, tmp, onnx_path, int8_model, example, profile)
+        except Exception as error:  # a backend this machine lacks (TensorRT, a CUDA provider): say so, go on
+            errors[name] = f"{type(error).__name__}: {error}"[:300]
+            print(json.dumps({"backbone": backbone, "backend": name, "error": errors[name]}), file=sys.stderr)
+    return backends, errors
 
-            # "openvino": OpenVINO's default, bf16 on CPUs with native bf16; "openvino-f32": f32
-            backends[name] = OpenVinoBackend(int8_path if name.endswith("int8") else onnx_path,
-                                             inference_precision="f32" if name == "openvino-f32" else None)
-        elif name in ("trt-fp16", "trt-int8"):
-            from reminder.export.tensorrt import build_engine
-            from reminder.runtime.backends import TensorRTBackend
 
-            engine = tmp / f"{backbone}-{name}.engine"
-            if name == "trt-fp16":
-                build_engine(onnx_path, engine, profile=profile, fp16=True)
-            else:  # the QDQ model: the same INT8 graph the CPU runs
-                build_engine(int8_path, engine, profile=profile, int8=True)
-            backends[name] = TensorRTBackend(engine)
-        else:
-            raise SystemExit(f"unknown backend {name}")
-    return backends
+def _make_backend(name, module, backbone, tmp, onnx_path, int8_model, example, profile):
+    if name == "eager":
+        return EagerBackend(module)
+    if name == "torchscript":
+        return TorchScriptBackend(export_torchscript(module, tmp / f"{backbone}.ts", example))
+    if name in ("aoti", "aoti-cuda"):
+        device = "cuda" if name == "aoti-cuda" else "cpu"
+        return AotiBackend(export_aoti(module, tmp / f"{backbone}-{device}.pt2", example, device=device),
+                           compiled_for=device)
+    if name in ("ort", "ort-int8"):
+        return OrtBackend(int8_model() if name == "ort-int8" else onnx_path, providers=["CPUExecutionProvider"])
+    if name == "ort-cuda":
+        backend = OrtBackend(onnx_path, providers=["CUDAExecutionProvider"])
+        if "CUDAExecutionProvider" not in backend.providers:
+            raise RuntimeError(f"ONNX Runtime fell back to {backend.providers}")
+        return backend
+    if name in ("openvino", "openvino-f32", "openvino-int8"):
+        from reminder.runtime.openvino import OpenVinoBackend
+
+        # "openvino": OpenVINO's default, bf16 on CPUs with native bf16; "openvino-f32": f32
+        return OpenVinoBackend(int8_model() if name.endswith("int8") else onnx_path,
+                               inference_precision="f32" if name == "openvino-f32" else None)
+    if name in ("trt-fp16", "trt-int8"):
+        from reminder.export.tensorrt import build_engine
+        from reminder.runtime.backends import TensorRTBackend
+        from reminder.runtime.engines import import_tensorrt
+
+        import_tensorrt()  # before quantising for an engine that cannot be built here
+        engine = tmp / f"{backbone}-{name}.engine"
+        if name == "trt-fp16":
+            build_engine(onnx_path, engine, profile=profile, fp16=True)
+        else:  # the QDQ model: the same INT8 graph the CPU runs
+            build_engine(int8_model(), engine, profile=profile, int8=True)
+        return TensorRTBackend(engine)
+    raise SystemExit(f"unknown backend {name}")
 
 
 def main() -> None:
@@ -128,7 +143,8 @@ def main() -> None:
         for backbone in args.backbones:
             torch.manual_seed(0)
             module = ExportModule(build_segmenter(backbone, num_classes=args.classes)).eval()
-            backends = make_backends(module, backbone, args.backends, tmp, max(args.sizes))
+            backends, errors = make_backends(module, backbone, args.backends, tmp, max(args.sizes))
+            rows.extend({"backbone": backbone, "backend": name, "error": error} for name, error in errors.items())
             for size in args.sizes:
                 for name, backend in backends.items():
                     try:
@@ -143,7 +159,7 @@ def main() -> None:
                                  "batch8_images_per_s": round(8 / float(np.median(batched)), 2)})
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     for row in rows:
-        base = next((r for r in rows if r["backbone"] == row["backbone"] and r["size"] == row["size"]
+        base = next((r for r in rows if r["backbone"] == row["backbone"] and r.get("size") == row.get("size")
                      and r["backend"] == "ort" and "p50_ms" in r), None)
         if base is not None and "p50_ms" in row:
             row["ratio_to_ort"] = round(row["p50_ms"] / base["p50_ms"], 3)

@@ -88,7 +88,7 @@ def _child(script: str, *args) -> list[str]:
                             timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"child process failed:\n{result.stderr}")
-    return result.stdout.split()
+    return result.stdout.strip().splitlines()[-1].split()  # the last line: libraries may print before it
 
 
 def main() -> None:
@@ -145,6 +145,7 @@ def main() -> None:
         "benchmark": "stream", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "backbone": args.backbone, "size": args.size, "frames": summary.total, "backend": predictor.backend_name,
+        "providers": getattr(predictor.backend, "providers", None),
         "model_fps": round(model_fps, 2), "pipeline_fps": round(pipeline_fps, 2),
         "pipeline_over_model": round(pipeline_fps / model_fps, 3), "target_pipeline_over_model": 0.9,
         "rounds": {"model_fps": [round(v, 2) for v in model_runs],

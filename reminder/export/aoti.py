@@ -36,6 +36,9 @@ def export_aoti(module: ExportModule, path: str | Path, example: torch.Tensor, *
             configs = {"aot_inductor.metadata": {"reminder": json.dumps(metadata or {})}}
             torch._inductor.aoti_compile_and_package(program, package_path=tmp, inductor_configs=configs)
         except Exception as error:
-            raise ReminderError(f"AOTInductor export failed: {str(error).splitlines()[0]}") from None
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            detail = next((line for line in lines[1:] if line.startswith("- ")), "")  # a violated shape guard
+            raise ReminderError(f"AOTInductor export failed: {lines[0] if lines else type(error).__name__}"
+                                + (f" {detail[:300]}" if detail else "")) from None
     os.replace(tmp, path)
     return path

@@ -43,15 +43,16 @@ class OrtBackend:
         ort = _require("onnxruntime", "onnxruntime (or onnxruntime-gpu)")
         available = ort.get_available_providers()
         if providers is None:
-            from reminder.runtime.engines import installed_tensorrt_version, ort_tensorrt_mismatch, ort_tensorrt_provider
+            from reminder.runtime import engines
 
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-            mismatch = ort_tensorrt_mismatch(ort.__version__, installed_tensorrt_version())
-            if "TensorrtExecutionProvider" in available and mismatch and log is not None:
+            providers, mismatch = engines.default_ort_providers(
+                available, ort_version=ort.__version__, tensorrt_version=engines.installed_tensorrt_version(),
+                tensorrt_present=engines.tensorrt_libraries_present())
+            if mismatch and log is not None:
                 log(mismatch)
-            if "TensorrtExecutionProvider" in available and not mismatch:
-                providers.insert(0, ort_tensorrt_provider(engine_cache or default_engine_cache(), fp16=fp16,
-                                                          profile=profile))
+            if providers and providers[0] == "TensorrtExecutionProvider":
+                providers[0] = engines.ort_tensorrt_provider(engine_cache or default_engine_cache(), fp16=fp16,
+                                                             profile=profile)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

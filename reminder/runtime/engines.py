@@ -180,6 +180,30 @@ def installed_tensorrt_version() -> str | None:
     return None
 
 
+def tensorrt_libraries_present() -> bool:
+    """Whether TensorRT can be loaded here: a TensorRT Python package (pip or JetPack), or
+    ``libnvinfer`` known to the dynamic loader. onnxruntime-gpu lists its TensorRT execution
+    provider either way, and without TensorRT every session start then prints a provider
+    error and retries (seen on a GPU server without TensorRT)."""
+    import ctypes.util
+
+    return installed_tensorrt_version() is not None or ctypes.util.find_library("nvinfer") is not None
+
+
+def default_ort_providers(available: list[str], *, ort_version: str, tensorrt_version: str | None,
+                          tensorrt_present: bool) -> tuple[list[str], str | None]:
+    """ONNX Runtime's providers in order of preference, and why TensorRT's is left out when
+    it is listed but cannot drive the TensorRT installed (``None`` otherwise). The TensorRT
+    provider is named ``"TensorrtExecutionProvider"`` here; the caller adds its options."""
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    if "TensorrtExecutionProvider" not in available or not tensorrt_present:
+        return providers, None
+    mismatch = ort_tensorrt_mismatch(ort_version, tensorrt_version)
+    if mismatch:
+        return providers, mismatch
+    return ["TensorrtExecutionProvider", *providers], None
+
+
 class CudaBuffers:
     """Device memory and a dedicated CUDA stream for the TensorRT backend, through torch's
     CUDA allocator: the TensorRT backend needs torch (PyTorch for Jetson, or any CUDA build

@@ -54,3 +54,15 @@ def test_cuda_package_is_refused_without_cuda(package):
         open_artifact(path.parent, manifest, "aoti")
     with pytest.raises(ReminderError, match="cannot run on cuda"):
         AotiBackend(path, compiled_for="cpu", device="cuda")
+
+
+def test_a_shape_guard_that_fails_is_named(tmp_path):
+    """ResNet-101's export failed under torch 2.11 on a GPU with only "Constraints violated
+    (height, width)!"; the message now carries the guard that failed."""
+    class EvenHeightOnly(torch.nn.Module):
+        def forward(self, images):
+            return images[:, :, ::2] + images[:, :, 1::2]
+
+    with pytest.raises(ReminderError, match=r"Constraints violated \(height\)!.* - Not all values of height"):
+        export_aoti(EvenHeightOnly(), tmp_path / "m.pt2", torch.zeros(2, 3, 64, 64))
+    assert not list(tmp_path.iterdir())

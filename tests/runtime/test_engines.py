@@ -53,6 +53,20 @@ def test_ort_that_cannot_drive_tensorrt_11_is_named():
     assert ort_tensorrt_mismatch("1.20.0", None) is None
 
 
+def test_ort_tensorrt_provider_only_where_tensorrt_can_load():
+    """onnxruntime-gpu lists TensorRT's provider on a GPU server without TensorRT; choosing
+    it there printed a provider error and a retry on every session start (the GPU check)."""
+    listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    choose = engines.default_ort_providers
+    assert choose(listed, ort_version="1.31.1", tensorrt_version=None, tensorrt_present=False) == (
+        ["CUDAExecutionProvider", "CPUExecutionProvider"], None)
+    assert choose(listed, ort_version="1.31.1", tensorrt_version=None, tensorrt_present=True)[0][0] == listed[0]
+    providers, why = choose(listed, ort_version="1.24.1", tensorrt_version="11.1.0", tensorrt_present=True)
+    assert providers == listed[1:] and "cannot drive TensorRT 11.1.0" in why
+    assert choose(["CPUExecutionProvider"], ort_version="1.31.1", tensorrt_version="10.3", tensorrt_present=True) == (
+        ["CPUExecutionProvider"], None)
+
+
 def test_predictor_refuses_what_an_engine_cannot_take():
     profile = EngineProfile((1, 256, 256), (1, 512, 512), (4, 1024, 1024))
     assert check_profile(profile, (512, 512), "letterbox", "m.engine") == 4
