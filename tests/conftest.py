@@ -191,6 +191,25 @@ def int8_bundle(runtime_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_run(tmp_path_factory) -> Path:
+    """A tiny model on warehouse scenes (large flat objects) whose INT8 model agrees with
+    FP32 on about 99.9% of the pixels, well clear of the 99% gate. The SynthVOC runs sit at
+    98.7-99.5% there, by machine: tests of the INT8 plumbing use this one instead."""
+    from click.testing import CliRunner
+
+    from reminder.cli import main
+    from reminder.data.warehouse import write_warehouse
+
+    root = tmp_path_factory.mktemp("int8_run")
+    data = write_warehouse(root / "data", train=24, val=8, size=64)
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(root / "run"), "--backbone", "tiny",
+                                       "--max-iterations", "60", "--batch-size", "4", "--crop-size", "64",
+                                       "--workers", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
 def frames(synthvoc_root) -> list[np.ndarray]:
     """30 SynthVOC images (64 px) as OpenCV BGR frames."""
     paths = sorted((synthvoc_root / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[:30]

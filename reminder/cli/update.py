@@ -38,9 +38,13 @@ from reminder.cli.common import parse_list
 @click.option("--version", "version", default=None, help="Version of the new bundle (default: PARENT+NAMES).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
+@click.option("--int8-min-agreement", type=float, default=0.99, show_default=True,
+              help="An INT8 child's gate: share of pixels labelled as its FP32 model does. Below it "
+                   "(after keeping sensitive layers in float) the child is written in FP32.")
 @click.option("--quiet", is_flag=True, help="No progress bar or step messages; the report and the bundle only.")
 def update_command(bundle, images, masks, classes, out, iterations, time_budget, batch_size, crop_size, lr,
-                   freeze_backbone, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats, version, seed, force, quiet) -> None:
+                   freeze_backbone, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats, version, seed, force, int8_min_agreement,
+                   quiet) -> None:
     """Teach a bundle new classes from a few labelled frames, on the device (REMINDER losses)."""
     from reminder.update import UpdateOptions, format_report, update_bundle
 
@@ -48,6 +52,7 @@ def update_command(bundle, images, masks, classes, out, iterations, time_budget,
                             crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, views=views,
                             feature_cache=not no_feature_cache, csw_kd=not no_csw_kd,
                             holdout=holdout, device=device, amp=amp, seed=seed, version=version, force=force,
+                            int8_min_agreement=int8_min_agreement,
                             formats=tuple(parse_list(formats, "--format")) if formats else None)
     result = update_bundle(bundle, images=images, masks=masks, classes=list(classes), out=out, options=options,
                            progress=not quiet, log=(lambda message: None) if quiet else

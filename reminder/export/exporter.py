@@ -201,7 +201,9 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
             Image.fromarray(parity_set[0]).save(staging / "sample.png")
             manifest["files"]["sample.png"] = file_entry(staging / "sample.png")
         for fmt in manifest["artifacts"]:
-            if fmt == "onnx-int8" or manifest["artifacts"][fmt].get("precision") == "int8":
+            if fmt == "onnx-int8":  # gated as it was quantised
+                continue
+            if manifest["artifacts"][fmt].get("precision") == "int8":
                 _int8_gate(staging, manifest, fmt, int8, log)
                 continue
             backend = open_artifact(staging, manifest, fmt)
@@ -221,18 +223,51 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
     return out
 
 
-def _int8_gate(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log) -> None:
-    """The INT8 artifact ``fmt`` against the bundle's FP32 ONNX on held-out images."""
-    from reminder.export.quantize import describe_gate, quality_gate
+def _int8_gate(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log, candidate=None,
+               formats: Sequence[str] = ()) -> dict:
+    """The INT8 artifact ``fmt`` (or backend ``candidate``) against the bundle's FP32 ONNX
+    on held-out images; refused with the gate's numbers and the formats without ``fmt``."""
+    from reminder.export.quantize import quality_gate
 
-    result = quality_gate(open_artifact(staging, manifest, "onnx"), open_artifact(staging, manifest, fmt),
-                          int8.gate, num_classes=len(manifest["classes"]), min_agreement=int8.min_agreement,
+    result = quality_gate(open_artifact(staging, manifest, "onnx"),
+                          candidate or open_artifact(staging, manifest, fmt), int8.gate,
+                          num_classes=len(manifest["classes"]), min_agreement=int8.min_agreement,
                           max_miou_drop=int8.max_miou_drop)
     manifest["parity"][fmt] = {**result, "reference": "onnx", "threshold": int8.min_agreement}
+    if candidate is None:
+        _refuse_below_gate(fmt, result, formats or list(manifest["artifacts"]), log)
+    return result
+
+
+def _refuse_below_gate(fmt: str, result: dict, formats: Sequence[str], log) -> None:
+    from reminder.export.quantize import Int8GateError, describe_gate
+
     log(f"quality gate {fmt}: {describe_gate(result)}")
     if not result["passed"]:
-        raise ReminderError(f"the {fmt} model is below its quality gate: {describe_gate(result)}; no bundle written "
-                            f"(try more --calibration-count images, or export without {fmt})")
+        rest = ",".join(f for f in formats if f != fmt) or "onnx"
+        raise Int8GateError(f"the {fmt} model is below its quality gate: {describe_gate(result)}; no bundle written. "
+                            f"Export the other formats without it (--format {rest}), or lower the gate "
+                            f"(--int8-min-agreement, --int8-max-miou-drop)", result)
+
+
+def _quantize_gated(staging: Path, manifest: dict, path: Path, int8: Int8Options, formats: Sequence[str],
+                    log) -> dict:
+    """The INT8 ONNX, gated, with the accuracy-aware fallback (export.int8_fallback)."""
+    from reminder.export.int8_fallback import quantize_with_fallback
+    from reminder.runtime.backends import OrtBackend
+
+    spec = manifest["input"]
+    size = (spec["height"], spec["width"])
+
+    def gate(candidate: Path) -> dict:
+        backend = OrtBackend(candidate, providers=["CPUExecutionProvider"])
+        return _int8_gate(staging, manifest, "onnx-int8", int8, log, candidate=backend)
+
+    extra, result = quantize_with_fallback(staging / "model.onnx", path, int8.calibration, size=size, gate=gate,
+                                           log=log)
+    _refuse_below_gate("onnx-int8", result, formats, log)
+    extra["calibration"] = {**int8.source, "size": list(size)}
+    return extra
 
 
 def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
@@ -281,13 +316,8 @@ def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp
                 path = export_onnx(module, staging / fmt.filename, example, metadata=metadata)
                 extra = {"opset": 18}
             elif fmt.name == "onnx-int8":
-                from reminder.export.quantize import quantize_int8
-
-                spec = manifest["input"]
                 path = staging / fmt.filename
-                extra = quantize_int8(staging / "model.onnx", path, int8.calibration,
-                                      size=(spec["height"], spec["width"]))
-                extra["calibration"] = {**int8.source, "size": [spec["height"], spec["width"]]}
+                extra = _quantize_gated(staging, manifest, path, int8, [f.name for f in formats], log)
             elif fmt.name == "torchscript":
                 path, extra = export_torchscript(module, staging / fmt.filename, example, metadata=metadata), {}
             elif fmt.name == "aoti":

@@ -58,6 +58,15 @@ class Int8Options:
     max_miou_drop: float = 1.0
 
 
+class Int8GateError(ReminderError):
+    """An INT8 model below its quality gate, even after the accuracy-aware fallback; the
+    gate's numbers are in ``result``."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
 def calibration_inputs(images: Sequence[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
     """HWC uint8 RGB images -> ``(1, 3, h, w)`` float32 0..255 at the network input size
     (stretched, as the runtime's letterbox content is resized to it)."""
@@ -139,22 +148,32 @@ def _classifier_conv(model, producers):
     raise ReminderError("no convolution feeds the ONNX graph's outputs")
 
 
+@contextlib.contextmanager
+def prepared_model(source: str | Path):
+    """``source`` after ONNX Runtime's pre-processing for quantisation, in a temporary file."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="reminder-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        yield prepared
+
+
 def quantize_int8(source: str | Path, target: str | Path, images: Sequence[np.ndarray], *,
-                  size: tuple[int, int]) -> dict:
+                  size: tuple[int, int], keep_float: Sequence[str] = ()) -> dict:
     """Write the INT8 QDQ model of FP32 ``source`` to ``target``, calibrated on ``images``
-    (HWC uint8 RGB) resized to ``size``; returns what the manifest records about it."""
+    (HWC uint8 RGB) resized to ``size``; the convolutions named in ``keep_float`` stay FP32
+    too (the accuracy-aware fallback). Returns what the manifest records about it."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(images) == 0:
         raise ReminderError("an INT8 export needs calibration images (the step's training images, or "
                             "--calibration-images DIR): the activation ranges are measured on them")
     inputs = calibration_inputs(images, size)
-    with tempfile.TemporaryDirectory(prefix="reminder-int8-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        excluded = fp32_nodes(onnx.load(str(prepared)))
+    with prepared_model(source) as prepared:
+        tmp = prepared.parent
+        excluded = list(dict.fromkeys(fp32_nodes(onnx.load(str(prepared))) + list(keep_float)))
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrator prints its settings
                 quantize_static(str(prepared), str(Path(tmp) / "int8.onnx"), _Reader(inputs),
@@ -173,10 +192,13 @@ def quantize_int8(source: str | Path, target: str | Path, images: Sequence[np.nd
     from reminder.io import atomic_write
 
     atomic_write(Path(target), lambda tmp_path: onnx.save_model(model, str(tmp_path)))
+    from reminder.export.int8_fallback import quantized_convs
+
     counts = {op: sum(n.op_type == op for n in model.graph.node) for op in ("QuantizeLinear", "DequantizeLinear")}
     return {"precision": "int8", "format": "QDQ", "activations": "uint8 per-tensor", "weights": "int8 per-channel",
             "calibration_method": f"percentile {PERCENTILE}", "quantized_ops": ["Conv"], "fp32_nodes": len(excluded),
-            "quantize_nodes": counts["QuantizeLinear"], "dequantize_nodes": counts["DequantizeLinear"]}
+            "quantize_nodes": counts["QuantizeLinear"], "dequantize_nodes": counts["DequantizeLinear"],
+            "int8_convs": len(quantized_convs(model)), "float_convs": list(keep_float)}
 
 
 def quality_gate(reference, candidate, samples: Sequence[tuple[np.ndarray, np.ndarray | None]], *,

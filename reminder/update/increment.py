@@ -60,6 +60,7 @@ class UpdateOptions:
     version: str | None = None
     workers: int = 0
     force: bool = False                  # replace an --out that holds something other than this bundle
+    int8_min_agreement: float = 0.99     # an INT8 child's gate; below it the child goes out in FP32
 
 
 @dataclass
@@ -76,6 +77,8 @@ def _check_request(classes: Sequence[NewClass | str], options: UpdateOptions) ->
         raise ReminderError("a new class name is given twice")
     if options.iterations < 1 or options.batch_size < 1:
         raise ReminderError("iterations and batch size must be at least 1")
+    if not 0 < options.int8_min_agreement <= 1:
+        raise ReminderError(f"the INT8 gate's agreement must be in (0, 1], not {options.int8_min_agreement}")
     if not 0 <= options.holdout <= 0.9:
         raise ReminderError(f"--holdout must be within 0..0.9 (a share of the frames), got {options.holdout}")
     if options.lr is not None and not options.lr > 0:
@@ -197,5 +200,5 @@ def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, 
     manifest = child_manifest(parent, folder, table, classes, report, options.version)
     path = export_child(learner.student, new_bank, manifest, parent, out=out, frames=frames,
                         formats=options.formats, protect=protect, force=options.force,
-                        train_frames=train_frames, log=log)
+                        train_frames=train_frames, int8_min_agreement=options.int8_min_agreement, log=log)
     return UpdateResult(path, report)

@@ -40,11 +40,14 @@ def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[
 
 def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path, frames: Sequence[Frame],
                  formats: Sequence[str] | None, protect: Sequence[Path] = (), force: bool = False,
-                 train_frames: Sequence[Frame] = (), log: Callable[[str], None]) -> Path:
+                 train_frames: Sequence[Frame] = (), int8_min_agreement: float = 0.99,
+                 log: Callable[[str], None]) -> Path:
     """Weights, prototypes and the parent's formats (or ``formats``) into ``out``: staged,
     parity-checked on the frames, and renamed into place by ``write_bundle``. An INT8
     artifact is calibrated on ``train_frames`` and gated on every frame (label agreement
-    with FP32 only: the frames' masks mark the new classes alone)."""
+    with FP32 only: the frames' masks mark the new classes alone). An INT8 child below its
+    gate, even after the accuracy-aware fallback, does not cost the training: the child is
+    written without it, and its manifest records the refusal (``skipped``, ``int8_refused``)."""
     from reminder.export.exporter import write_bundle
     from reminder.export.formats import parse_formats
     from reminder.export.graph import ExportModule
@@ -59,14 +62,27 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
     if "onnx-int8" in names:
         calibration = [f.image for f in (train_frames or frames)][:DEFAULT_CALIBRATION_IMAGES]
         int8 = Int8Options(calibration, {"source": "the update's training frames", "images": len(calibration)},
-                           [(f.image, None) for f in frames[:32]])
+                           [(f.image, None) for f in frames[:32]], min_agreement=int8_min_agreement)
+    from reminder.export.quantize import Int8GateError, describe_gate
+
     with tempfile.TemporaryDirectory(prefix="reminder-update-") as tmp:
         tmp = Path(tmp)
         save_tensors(tmp / "checkpoint.safetensors", student.state_dict())
         save_prototypes(tmp / "prototypes.safetensors", bank)
         module = ExportModule(student, output=parent["outputs"]["kind"])
-        return write_bundle(module, manifest, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),
-                            parity_set=[f.image for f in frames[:8]],
-                            files={"checkpoint.safetensors": tmp / "checkpoint.safetensors",
-                                   "prototypes.safetensors": tmp / "prototypes.safetensors"},
-                            int8=int8, protect=protect, force=force, log=log)
+        files = {"checkpoint.safetensors": tmp / "checkpoint.safetensors",
+                 "prototypes.safetensors": tmp / "prototypes.safetensors"}
+        attempt = copy.deepcopy(manifest)
+        try:
+            return write_bundle(module, attempt, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),
+                                parity_set=[f.image for f in frames[:8]], files=files,
+                                int8=int8, protect=protect, force=force, log=log)
+        except Int8GateError as refused:  # the training is kept: the child goes out in FP32
+            names = [n for n in names if n != "onnx-int8"] or ["onnx"]
+            manifest["skipped"]["onnx-int8"] = f"below its quality gate: {describe_gate(refused.result)}"
+            manifest["int8_refused"] = refused.result
+            log(f"the INT8 child is below its quality gate ({describe_gate(refused.result)}): writing the FP32 "
+                f"child ({', '.join(names)}); its manifest records the refusal")
+            return write_bundle(module, manifest, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),
+                                parity_set=[f.image for f in frames[:8]], files=files,
+                                protect=protect, force=force, log=log)
