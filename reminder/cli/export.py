@@ -42,11 +42,14 @@ from reminder.cli.common import parse_list, parse_size
               help="INT8 quality gate: share of held-out pixels labelled as the FP32 model does.")
 @click.option("--int8-max-miou-drop", type=click.FloatRange(0), default=1.0, show_default=True,
               help="INT8 quality gate: mIoU points it may lose against FP32 (where labels exist).")
+@click.option("--name", default=None, help="Bundle name (default: the run's, made a plain name).")
+@click.option("--version", "version", default=None,
+              help="Bundle version (default: RUNFOLDER-step<N>, made a plain name): letters, digits, . _ + -.")
 @click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
 @click.option("--quiet", is_flag=True, help="Only the final line (no per-format messages).")
 def export(run, step, formats, out, output, images, parity_threshold, parent, device, trt_fp16, trt_sizes,
            trt_max_batch, trt_int8, calibration_images, calibration_count, int8_min_agreement, int8_max_miou_drop,
-           force, quiet) -> None:
+           name, version, force, quiet) -> None:
     """Export a trained step to ONNX (FP32, INT8) / TorchScript / AOTInductor / TensorRT in a verified bundle."""
     from reminder.export.exporter import export_bundle
 
@@ -55,7 +58,8 @@ def export(run, step, formats, out, output, images, parity_threshold, parent, de
                          parity_threshold=parity_threshold, parent=parent, device=device, trt_fp16=trt_fp16,
                          trt_sizes=sizes, trt_max_batch=trt_max_batch, trt_int8=trt_int8,
                          calibration_images=calibration_images, calibration_count=calibration_count,
-                         int8_min_agreement=int8_min_agreement, int8_max_miou_drop=int8_max_miou_drop, force=force,
+                         int8_min_agreement=int8_min_agreement, int8_max_miou_drop=int8_max_miou_drop,
+                         name=name, version=version, force=force,
                          log=(lambda message: None) if quiet else click.echo)
     click.echo(f"bundle written to {path}")
 

@@ -265,6 +265,25 @@ def complete_colors(names, given: dict, source) -> tuple[tuple[int, int, int], .
     return ordered
 
 
+def _unique_keys_loader(yaml):
+    """PyYAML's safe loader, refusing a key given twice in one mapping. The plain loader keeps
+    the last value, so ``1: shelf`` then ``1: pallet`` silently lost shelf and shifted ids."""
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                        key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeys
+
+
 def load_data(path: str | Path) -> DataYaml:
     """Read and check a dataset YAML (or a labelling tool's export folder with ``labelmap.txt``)."""
     path = Path(path)
@@ -275,7 +294,7 @@ def load_data(path: str | Path) -> DataYaml:
     import yaml
 
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.load(path.read_text(), Loader=_unique_keys_loader(yaml))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ReminderError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(spec, dict):

@@ -120,6 +120,12 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
 
     run, out = Path(run), Path(out)
     chosen = parse_formats(formats)
+    asked = {"trt_fp16": trt_fp16, "trt_int8": trt_int8, "trt_sizes": bool(trt_sizes),
+             "trt_profile": trt_profile is not None}
+    unused = [name for name, given in asked.items() if given]
+    if unused and "tensorrt" not in [f.name for f in chosen]:
+        raise ReminderError(f"{unused[0]} is an option of the tensorrt format, which is not among the formats "
+                            f"asked for ({', '.join(f.name for f in chosen)})")
     if trt_int8:  # the engine's quality gate compares it with the FP32 ONNX
         chosen = parse_formats([f.name for f in chosen] + ["onnx"])
     config = load_config(run)
@@ -270,6 +276,13 @@ def _quantize_gated(staging: Path, manifest: dict, path: Path, int8: Int8Options
     return extra
 
 
+def _plain_name(text: str, fallback: str) -> str:
+    """``text`` made a bundle name or version: characters other than letters, digits and
+    ``._+-`` become ``-``, and it starts with a letter or digit (a run folder may be named
+    ``exp v1.0`` or ``.hidden``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", text).lstrip("._+-")[:100] or fallback
+
+
 def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
     colors = meta.get("colors")  # the run's class colours (a user's own); older runs: VOC's by class id
     if colors is None:
@@ -278,13 +291,13 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
     classes = [{"id": i, "name": n, "color": list(colors[i])} for i, n in enumerate(meta["classes"])]
     default_name = f"{config.dataset}-{config.setting}-{config.method}"
     if config.dataset == "custom":  # your own data: the run folder's name, made a plain name
-        default_name = re.sub(r"[^A-Za-z0-9._+-]", "-", run.resolve().name).lstrip("._+-") or "model"
+        default_name = _plain_name(run.resolve().name, "model")
 
     size = config.eval_size or config.crop_size
     metrics = read_json(run / f"step{step}" / "metrics.json")
     manifest = {
         "format": BUNDLE_FORMAT, "name": name or default_name,
-        "version": version or f"{run.name}-step{step}", "step": step,
+        "version": version or f"{_plain_name(run.resolve().name, 'run')}-step{step}", "step": step,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "parent": None, "classes": classes,
         "input": {"height": size, "width": size, "layout": "NCHW", "dtype": "float32", "range": [0, 255],
                   "color": "RGB", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "normalization": "in-graph"},

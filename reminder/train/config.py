@@ -211,7 +211,10 @@ def check_resume(saved: TrainConfig, current: TrainConfig) -> None:
 
 
 def load_config(run: str | Path) -> TrainConfig:
+    """The configuration of the run in folder ``run``. A run is the folder it is in: its
+    ``out`` is ``run`` whatever config.json says (that path was relative to where training
+    started), so a moved or copied run reads and writes where it is now."""
     path = Path(run) / "config.json"
     if not path.is_file():
         raise ReminderError(f"{run} is not a run folder: config.json is missing")
-    return TrainConfig.from_json(read_json(path))
+    return dataclasses.replace(TrainConfig.from_json(read_json(path)), out=str(Path(run)))

@@ -109,6 +109,9 @@ def test_cvat_export_with_labelmap(tmp_path):
     ("train: images/train\nnames: [background, cart]\n", r"'val' must name"),
     ("path: nowhere\ntrain: a\nval: b\nnames: [background, cart]\n", r"root .*nowhere is missing"),
     ("names: [\n", r"is not valid YAML"),
+    ("train: images/train\nval: images/val\nnames:\n  0: background\n  1: shelf\n  1: pallet\n",
+     r"the key 1 is given twice \(line 6\)"),
+    ("train: images/train\nval: images/val\ntrain: x\nnames: [background, cart]\n", r"'train' is given twice"),
 ])
 def test_bad_yaml_gets_one_line_naming_the_file(tmp_path, text, message):
     (tmp_path / "images" / "train").mkdir(parents=True)

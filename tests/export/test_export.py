@@ -228,3 +228,12 @@ def test_names_and_versions_that_are_paths_are_refused_at_export(reminder_run, t
     with pytest.raises(ReminderError, match=f"bundle {field} {value!r} is not allowed"):
         export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **{field: value}, **QUIET)
     assert not (tmp_path / "b").exists()
+
+
+def test_tensorrt_options_without_the_tensorrt_format_are_refused(reminder_run, tmp_path):
+    """--trt-fp16 with --format onnx was silently ignored."""
+    with pytest.raises(ReminderError, match=r"trt_fp16 is an option of the tensorrt format.*\(onnx\)"):
+        export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", trt_fp16=True, **QUIET)
+    with pytest.raises(ReminderError, match="trt_sizes is an option of the tensorrt format"):
+        export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,torchscript", trt_sizes=[(64, 64)], **QUIET)
+    assert not (tmp_path / "b").exists()

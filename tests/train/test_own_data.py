@@ -1,6 +1,7 @@
 """Training on your own data: `train --data`, `increment`, resume, history, eval, fit()."""
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -162,3 +163,33 @@ def test_a_val_set_without_a_seen_class_is_named(tmp_path):
                   "--quiet")
     assert result.exit_code == 0, result.output
     assert "warning: the val images of step 0 hold no pixel of person" in result.output
+
+
+def test_a_moved_run_works_where_it_is(days, tmp_path, monkeypatch):
+    """A run is the folder named on the command line: after `mv exp exp-v1` and a new
+    `exp`, an increment of exp-v1 writes into exp-v1, and eval of a copy scores the copy.
+    The config's `out` was relative to where training started, and redirected both."""
+    monkeypatch.chdir(tmp_path)
+    result = _cli("train", "--data", days[0], "--out", "exp", "--quiet", *QUICK)
+    assert result.exit_code == 0, result.output
+    (tmp_path / "exp").rename(tmp_path / "exp v1.0")
+    result = _cli("train", "--data", days[0], "--out", "exp", "--quiet", *QUICK)
+    assert result.exit_code == 0, result.output
+    result = _cli("increment", "exp v1.0", "--data", days[1], "--max-iterations", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "exp v1.0" / "step1" / "model.safetensors").is_file()
+    assert not (tmp_path / "exp" / "step1").exists()
+    shutil.copytree(tmp_path / "exp v1.0", tmp_path / "copy")
+    (tmp_path / "exp v1.0" / "step1" / "model.safetensors").unlink()  # the original can no longer be scored
+    result = _cli("eval", "copy", "--step", "1", "--quiet")
+    assert result.exit_code == 0 and "cart" in result.output, result.output
+    # a folder name with a space and a dot exports, with a clean default version, or --version
+    result = _cli("export", "copy", "--out", "bundle", "--step", "0")
+    assert result.exit_code == 0, result.output
+    result = _cli("export", "exp", "--out", "b2", "--step", "0", "--version", "2026.11-rc1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b2" / "manifest.json").read_text())["version"] == "2026.11-rc1"
+    shutil.copytree(tmp_path / "copy", tmp_path / "run v1.0")
+    result = _cli("export", "run v1.0", "--out", "b3", "--step", "0")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b3" / "manifest.json").read_text())["version"] == "run-v1.0-step0"
