@@ -13,14 +13,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "reminder"
 
 # room -> the rooms its modules may import (besides itself), eagerly or lazily
-BASE = {"errors", "io", "progress"}
+BASE = {"errors", "io", "progress", "contracts"}
 ALLOWED = {
     "errors": set(),
+    "contracts": {"errors"},
     "io": {"errors"},
     "progress": set(),
-    "bundle": {"errors", "io"},
-    "runtime": {"errors", "io", "bundle"},
-    "fleet": {"errors", "io", "bundle", "runtime"},
+    "bundle": {"errors", "io", "contracts"},
+    "runtime": {"errors", "io", "bundle", "contracts"},
+    "fleet": {"errors", "io", "bundle", "runtime", "contracts"},
     "data": BASE,
     "models": BASE,
     "train": BASE | {"data", "models"},
@@ -29,7 +30,7 @@ ALLOWED = {
     "demo": BASE | {"data", "models", "train", "export", "bundle", "runtime", "update", "fleet"},
     "cli": BASE | {"data", "models", "train", "export", "bundle", "runtime", "update", "fleet", "demo"},
 }
-TORCH_FREE = ("bundle", "runtime", "fleet", "errors", "io", "progress", "cli")
+TORCH_FREE = ("contracts", "bundle", "runtime", "fleet", "errors", "io", "progress", "cli")
 # torch-free rooms' modules that load torch inside a function, for the backends that run on
 # it (TorchScript, AOTInductor, the TensorRT engine's GPU buffers) and only when opened
 LAZY_TORCH = {"runtime/backends.py", "runtime/engines.py"}

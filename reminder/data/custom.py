@@ -22,28 +22,19 @@ by colour; ``load_data`` also takes such an export's folder directly.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from reminder.data.classes import IGNORE_INDEX, distinct_colors, voc_palette
+from reminder.contracts.classes import VOID_COLOR, ClassTable, check_class_name, decode_colors  # noqa: F401
+from reminder.data.classes import IGNORE_INDEX
 from reminder.data.samples import Sample
 from reminder.errors import ReminderError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-VOID_COLOR = (224, 224, 192)  # Pascal VOC's and CVAT's "difficult / void" colour: ignored in colour masks
 MASK_FORMATS = ("index", "color")
-_CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,63}")
 _MASK_FOLDERS = {"images": "masks", "JPEGImages": "SegmentationClass"}
-
-
-def check_class_name(value, where: str) -> str:
-    if not isinstance(value, str) or not _CLASS_NAME.fullmatch(value) or value != value.strip():
-        raise ReminderError(f"{where}: class name {value!r} is not allowed: use letters, digits, spaces and . _ + - "
-                            f"(starting with a letter or digit, at most 64 characters)")
-    return value
 
 
 @dataclass(frozen=True)
@@ -85,14 +76,8 @@ class MaskReader:
         return ids, [f"value {v}, which is no class (0..{self.num_classes - 1}, ignore {self.ignore})" for v in bad]
 
     def _color(self, rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-        table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(self.colors)}
-        table.setdefault((VOID_COLOR[0] << 16) | (VOID_COLOR[1] << 8) | VOID_COLOR[2], IGNORE_INDEX)
-        values, inverse = np.unique(codes, return_inverse=True)
-        lut = np.array([table.get(int(v), IGNORE_INDEX) for v in values], np.uint8)
-        bad = [int(v) for v in values if int(v) not in table]
-        problems = [f"colour {v >> 16},{(v >> 8) & 255},{v & 255}, which is no class colour" for v in bad]
-        return lut[inverse.reshape(codes.shape)], problems
+        ids, unknown = decode_colors(rgb, self.colors)
+        return ids, [f"colour {r},{g},{b}, which is no class colour" for r, g, b in unknown]
 
 
 @dataclass(frozen=True)
@@ -110,6 +95,10 @@ class DataYaml:
     @property
     def num_classes(self) -> int:
         return len(self.names)
+
+    @property
+    def classes(self) -> ClassTable:
+        return ClassTable(self.names, self.colors, self.ignore, where=str(self.source))
 
     def mask_reader(self) -> MaskReader:
         return MaskReader(self.num_classes, self.colors if self.mask_format == "color" else None, self.ignore)
@@ -229,40 +218,7 @@ def _parse_colors(value, names: tuple[str, ...], source: Path) -> tuple[tuple[in
     value = value or {}
     if not isinstance(value, dict):
         raise ReminderError(f"{source}: 'colors' must map class names to [R, G, B]")
-    given: dict[str, tuple[int, int, int]] = {}
-    for name, rgb in value.items():
-        if name not in names:
-            raise ReminderError(f"{source}: 'colors' names {name!r}, which is not in 'names'")
-        if not (isinstance(rgb, (list, tuple)) and len(rgb) == 3
-                and all(isinstance(v, int) and 0 <= v <= 255 for v in rgb)):
-            raise ReminderError(f"{source}: colour of {name!r} must be [R, G, B] with values 0..255, got {rgb!r}")
-        given[name] = tuple(rgb)
-    return complete_colors(names, given, source)
-
-
-def complete_colors(names, given: dict, source) -> tuple[tuple[int, int, int], ...]:
-    """Every class's colour: the given ones; background black (else VOC's for a VOC name, else
-    one far from every colour in use)."""
-    from reminder.data.classes import VOC_CLASSES
-
-    palette = voc_palette()
-    colors: dict[str, tuple[int, int, int]] = dict(given)
-    for index, name in enumerate(names):
-        if name in colors:
-            continue
-        candidate = (0, 0, 0) if index == 0 else (
-            tuple(palette[VOC_CLASSES.index(name)]) if name in VOC_CLASSES else None)
-        if candidate is not None and candidate not in colors.values():
-            colors[name] = candidate
-    missing = [n for n in names if n not in colors]
-    for name, rgb in zip(missing, distinct_colors(list(colors.values()) + [VOID_COLOR], len(missing))):
-        colors[name] = rgb
-    ordered = tuple(colors[n] for n in names)
-    for i, rgb in enumerate(ordered):
-        if ordered.index(rgb) != i:
-            raise ReminderError(f"{source}: classes {names[ordered.index(rgb)]!r} and {names[i]!r} have the same "
-                                f"colour {','.join(map(str, rgb))}")
-    return ordered
+    return ClassTable.from_names(names, value, where=str(source)).colors
 
 
 def _unique_keys_loader(yaml):
@@ -321,7 +277,7 @@ def load_data(path: str | Path) -> DataYaml:
         if "names" in spec or "colors" in spec:
             raise ReminderError(f"{path}: give either labelmap or names/colors, not both")
         names, colors = read_labelmap(root / str(spec["labelmap"]))
-        complete_colors(names, dict(zip(names, colors)), path)
+        ClassTable(names, colors, where=str(path))  # two classes of one colour are refused
     elif "names" not in spec:
         raise ReminderError(f"{path} has no 'names': list the classes, e.g. names: {{0: background, 1: forklift}}")
     else:

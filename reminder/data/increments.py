@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from reminder.data.catalog import DatasetSpec
-from reminder.data.classes import IGNORE_INDEX, distinct_colors
-from reminder.data.custom import VOID_COLOR, DataYaml, load_data
+from reminder.data.classes import IGNORE_INDEX
+from reminder.data.custom import DataYaml, load_data
 from reminder.data.index import ClassIndex, build_class_index
 from reminder.data.samples import Sample
 from reminder.data.scenario import Scenario
@@ -116,12 +116,16 @@ class IncrementalData:
 
 
 def run_colors(datasets: Sequence[DataYaml]) -> tuple[tuple[int, int, int], ...]:
-    """Each class keeps the colour of the YAML that introduced it; a clash gets a distinct one."""
-    colors = list(datasets[0].colors)
+    """Each class keeps the colour of the YAML that introduced it; one that another class
+    already has is completed by the class table's rule (a distinct one)."""
+    from reminder.contracts import ClassTable
+
+    table = ClassTable(datasets[0].names, datasets[0].colors, where=str(datasets[0].source))
     for data in datasets[1:]:
-        for rgb in data.colors[len(colors):]:
-            colors.append(rgb if rgb not in colors else distinct_colors(colors + [VOID_COLOR], 1)[0])
-    return tuple(colors)
+        added = zip(data.names[len(table):], data.colors[len(table):])
+        table = table.extend([(name, rgb if rgb not in table.colors else None) for name, rgb in added],
+                             where=str(data.source))
+    return table.colors
 
 
 def load_increments(paths: Sequence[str | Path], *, mode: str = "overlap", test_protocol: str = "reminder",

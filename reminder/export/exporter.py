@@ -21,6 +21,7 @@ from reminder.bundle import BUNDLE_FORMAT, check_name, check_output_folder, file
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder
+from reminder.export.int8_fallback import gate_int8, quantize_gated
 from reminder.export.quantize import DEFAULT_CALIBRATION_IMAGES, Int8Options
 from reminder.runtime.backends import open_artifact
 from reminder.runtime.engines import EngineProfile
@@ -210,7 +211,7 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
             if fmt == "onnx-int8":  # gated as it was quantised
                 continue
             if manifest["artifacts"][fmt].get("precision") == "int8":
-                _int8_gate(staging, manifest, fmt, int8, log)
+                gate_int8(staging, manifest, fmt, int8, log)
                 continue
             backend = open_artifact(staging, manifest, fmt)
             result = check_parity(module, backend, parity_set, threshold=parity_threshold)
@@ -227,53 +228,6 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
-
-
-def _int8_gate(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log, candidate=None,
-               formats: Sequence[str] = ()) -> dict:
-    """The INT8 artifact ``fmt`` (or backend ``candidate``) against the bundle's FP32 ONNX
-    on held-out images; refused with the gate's numbers and the formats without ``fmt``."""
-    from reminder.export.quantize import quality_gate
-
-    result = quality_gate(open_artifact(staging, manifest, "onnx"),
-                          candidate or open_artifact(staging, manifest, fmt), int8.gate,
-                          num_classes=len(manifest["classes"]), min_agreement=int8.min_agreement,
-                          max_miou_drop=int8.max_miou_drop)
-    manifest["parity"][fmt] = {**result, "reference": "onnx", "threshold": int8.min_agreement}
-    if candidate is None:
-        _refuse_below_gate(fmt, result, formats or list(manifest["artifacts"]), log)
-    return result
-
-
-def _refuse_below_gate(fmt: str, result: dict, formats: Sequence[str], log) -> None:
-    from reminder.export.quantize import Int8GateError, describe_gate
-
-    log(f"quality gate {fmt}: {describe_gate(result)}")
-    if not result["passed"]:
-        rest = ",".join(f for f in formats if f != fmt) or "onnx"
-        raise Int8GateError(f"the {fmt} model is below its quality gate: {describe_gate(result)}; no bundle written. "
-                            f"Export the other formats without it (--format {rest}), or lower the gate "
-                            f"(--int8-min-agreement, --int8-max-miou-drop)", result)
-
-
-def _quantize_gated(staging: Path, manifest: dict, path: Path, int8: Int8Options, formats: Sequence[str],
-                    log) -> dict:
-    """The INT8 ONNX, gated, with the accuracy-aware fallback (export.int8_fallback)."""
-    from reminder.export.int8_fallback import quantize_with_fallback
-    from reminder.runtime.backends import OrtBackend
-
-    spec = manifest["input"]
-    size = (spec["height"], spec["width"])
-
-    def gate(candidate: Path) -> dict:
-        backend = OrtBackend(candidate, providers=["CPUExecutionProvider"])
-        return _int8_gate(staging, manifest, "onnx-int8", int8, log, candidate=backend)
-
-    extra, result = quantize_with_fallback(staging / "model.onnx", path, int8.calibration, size=size, gate=gate,
-                                           log=log)
-    _refuse_below_gate("onnx-int8", result, formats, log)
-    extra["calibration"] = {**int8.source, "size": list(size)}
-    return extra
 
 
 def _plain_name(text: str, fallback: str) -> str:
@@ -330,7 +284,7 @@ def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp
                 extra = {"opset": 18}
             elif fmt.name == "onnx-int8":
                 path = staging / fmt.filename
-                extra = _quantize_gated(staging, manifest, path, int8, [f.name for f in formats], log)
+                extra = quantize_gated(staging, manifest, path, int8, [f.name for f in formats], log)
             elif fmt.name == "torchscript":
                 path, extra = export_torchscript(module, staging / fmt.filename, example, metadata=metadata), {}
             elif fmt.name == "aoti":

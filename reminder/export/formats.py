@@ -1,37 +1,14 @@
-"""The export formats in one table that the CLI, the docs and the tests read."""
+"""The export formats: the artifact table that the CLI, the docs, the tests and the runtime read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from reminder.contracts.artifacts import ARTIFACTS, ArtifactKind
 from reminder.errors import ReminderError
 
 
-@dataclass(frozen=True)
-class ExportFormat:
-    name: str
-    filename: str  # in the bundle; "{sm}" is the GPU's compute capability
-    needs_gpu: bool
-    needs_torch_to_run: bool
-    backend: str  # the runtime backend that runs it
-    description: str
-
-
-FORMATS: dict[str, ExportFormat] = {
-    "onnx": ExportFormat("onnx", "model.onnx", False, False, "ort",
-                         "ONNX (opset 18, dynamic batch/height/width); ONNX Runtime CPU/CUDA/TensorRT EP"),
-    # static QDQ INT8 of the ONNX above (which it needs beside it, as its quality reference)
-    "onnx-int8": ExportFormat("onnx-int8", "model.int8.onnx", False, False, "ort",
-                              "ONNX INT8 (static QDQ: U8 activations, S8 per-channel weights), calibrated on "
-                              "the step's training images; ONNX Runtime or OpenVINO on CPUs"),
-    "torchscript": ExportFormat("torchscript", "model.ts", False, True, "torchscript",
-                                "TorchScript trace (deprecated upstream; kept for older stacks)"),
-    "aoti": ExportFormat("aoti", "model.pt2", False, True, "aoti",
-                         "torch.export + AOTInductor package, compiled for this machine's CPU or GPU"),
-    # runs with tensorrt plus torch (its GPU buffers); ONNX Runtime's TensorRT provider needs no torch
-    "tensorrt": ExportFormat("tensorrt", "model.{sm}.engine", True, True, "trt",
-                             "TensorRT engine built from the ONNX, tied to one GPU and TensorRT version"),
-}
+# the one artifact table (reminder/contracts/artifacts.py): the runtime chooses through it too
+ExportFormat = ArtifactKind
+FORMATS: dict[str, ArtifactKind] = ARTIFACTS
 
 
 def parse_formats(value: str | list[str]) -> list[ExportFormat]:

@@ -23,9 +23,14 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+
+from reminder.runtime.backends import open_artifact
+
+if TYPE_CHECKING:
+    from reminder.export.quantize import Int8Options
 
 SENSITIVITY_IMAGES = 8
 GROUP_SHARE = 0.1
@@ -166,3 +171,52 @@ def quantize_with_fallback(source: Path, target: Path, images: Sequence[np.ndarr
         extra["speedup_vs_fp32"] = {"value": measure_speedup(source, target, size), "size": list(size),
                                     "backend": "onnxruntime CPU, batch 1, at export"}
     return extra, result
+
+
+# -- the exporter's side: the gate against the bundle's FP32 ONNX, and the refusal --------------
+
+
+def gate_int8(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log, candidate=None,
+               formats: Sequence[str] = ()) -> dict:
+    """The INT8 artifact ``fmt`` (or backend ``candidate``) against the bundle's FP32 ONNX
+    on held-out images; refused with the gate's numbers and the formats without ``fmt``."""
+    from reminder.export.quantize import quality_gate
+
+    result = quality_gate(open_artifact(staging, manifest, "onnx"),
+                          candidate or open_artifact(staging, manifest, fmt), int8.gate,
+                          num_classes=len(manifest["classes"]), min_agreement=int8.min_agreement,
+                          max_miou_drop=int8.max_miou_drop)
+    manifest["parity"][fmt] = {**result, "reference": "onnx", "threshold": int8.min_agreement}
+    if candidate is None:
+        refuse_below_gate(fmt, result, formats or list(manifest["artifacts"]), log)
+    return result
+
+
+def refuse_below_gate(fmt: str, result: dict, formats: Sequence[str], log) -> None:
+    from reminder.export.quantize import Int8GateError, describe_gate
+
+    log(f"quality gate {fmt}: {describe_gate(result)}")
+    if not result["passed"]:
+        rest = ",".join(f for f in formats if f != fmt) or "onnx"
+        raise Int8GateError(f"the {fmt} model is below its quality gate: {describe_gate(result)}; no bundle written. "
+                            f"Export the other formats without it (--format {rest}), or lower the gate "
+                            f"(--int8-min-agreement, --int8-max-miou-drop)", result)
+
+
+def quantize_gated(staging: Path, manifest: dict, path: Path, int8: Int8Options, formats: Sequence[str],
+                    log) -> dict:
+    """The INT8 ONNX, gated, with the accuracy-aware fallback (export.int8_fallback)."""
+    from reminder.runtime.backends import OrtBackend
+
+    spec = manifest["input"]
+    size = (spec["height"], spec["width"])
+
+    def gate(candidate: Path) -> dict:
+        backend = OrtBackend(candidate, providers=["CPUExecutionProvider"])
+        return gate_int8(staging, manifest, "onnx-int8", int8, log, candidate=backend)
+
+    extra, result = quantize_with_fallback(staging / "model.onnx", path, int8.calibration, size=size, gate=gate,
+                                           log=log)
+    refuse_below_gate("onnx-int8", result, formats, log)
+    extra["calibration"] = {**int8.source, "size": list(size)}
+    return extra

@@ -92,6 +92,8 @@ def smoke_test(folder: Path, manifest: dict, install_dir: Path) -> None:
         else:
             frame = np.full((int(manifest["input"]["height"]), int(manifest["input"]["width"]), 3), 128, np.uint8)
         [prediction] = predictor.predict(frame)
+    except LocalError as error:  # a package missing here, not a fault of the bundle: retried
+        raise LocalError(f"it cannot run on this device yet ({error}); it stays eligible") from None
     except ReminderError as error:
         raise ReminderError(f"it does not run here: {error}") from None
     except Exception as error:  # the smoke test must catch whatever the backend raises
@@ -231,6 +233,8 @@ def _install(install_dir: Path, archive: Path, version: str, sequence: int, chan
             log(f"smoke test of {version}")
             try:
                 smoke_test(unpacked, manifest, install_dir)
+            except LocalError as error:
+                raise LocalError(f"{version} was not installed: {error}") from None
             except ReminderError as error:
                 raise ReminderError(f"{version} failed its smoke test, not installed: {error}") from None
         except LocalError:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reminder.errors import ReminderError
+from reminder.contracts.artifacts import ARTIFACTS, formats_of, runnable_backends
+from reminder.errors import LocalError, MissingDependency, ReminderError
 
 
 def _require(module: str, install: str):
@@ -22,7 +23,7 @@ def _require(module: str, install: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ReminderError(f"this backend needs {module}, which is not installed: pip install {install}") from None
+        raise MissingDependency(f"this backend needs {module}, which is not installed: pip install {install}") from None
 
 
 def default_engine_cache() -> Path:
@@ -176,12 +177,12 @@ def _openvino(path, **options):
 
 BACKENDS = {"ort": OrtBackend, "openvino": _openvino, "torchscript": TorchScriptBackend, "aoti": AotiBackend,
             "trt": TensorRTBackend}
-FORMAT_BACKEND = {"onnx": "ort", "onnx-int8": "ort", "torchscript": "torchscript", "aoti": "aoti", "tensorrt": "trt"}
-ONNX_FORMATS = ("onnx", "onnx-int8")  # what the ort and openvino backends run
+# from the artifact table: each format's preferred backend, and what the ONNX backends run
+FORMAT_BACKEND = {name: kind.backends[0] for name, kind in ARTIFACTS.items()}
+ONNX_FORMATS = formats_of("ort")
 
 BACKEND_NAMES = ("auto", "ort", "openvino", "trt", "torchscript", "aoti")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-_BACKEND_FORMAT = {"ort": "onnx", "openvino": "onnx", "torchscript": "torchscript", "aoti": "aoti", "trt": "tensorrt"}
 # the options each backend accepts; the others are dropped for it
 _OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16", "profile", "log"), "trt": ("buffers",),
             "openvino": ("device", "hint", "threads", "inference_precision"), "torchscript": ("device",),
@@ -244,13 +245,16 @@ def choose_format(bundle: Path, manifest: dict, backend: str, precision: str, *,
         raise ReminderError(f"--precision bf16 runs on the openvino backend only (the FP32 model computed in bf16, "
                             f"on CPUs with native bf16); the {backend} backend runs the artifacts as they are")
     if backend in ("ort", "openvino"):
-        if precision == "int8" or (precision == "auto" and on_cpu and "onnx-int8" in artifacts):
+        only_int8 = "onnx-int8" in artifacts and "onnx" not in artifacts
+        if precision in ("fp32", "bf16") and only_int8:
+            raise ReminderError(f"precision {precision}: bundle {bundle} has no FP32 artifact (it has: {have})")
+        if precision == "int8" or (precision == "auto" and (on_cpu or only_int8) and "onnx-int8" in artifacts):
             if "onnx-int8" not in artifacts:
                 raise ReminderError(f"--precision int8: bundle {bundle} has no INT8 artifact (it has: {have}); "
                                     f"export it with --format onnx-int8")
             return "onnx-int8"
         return "onnx"
-    fmt = _BACKEND_FORMAT[backend]
+    fmt = formats_of(backend)[0]
     actual = artifacts.get(fmt, {}).get("precision", "fp32")
     if precision == "int8" and actual != "int8":
         raise ReminderError(f"--precision int8: the {backend} backend runs bundle {bundle}'s {fmt} artifact, "
@@ -271,6 +275,11 @@ def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, preci
     installed. Each fallback is reported through ``log``."""
     if backend not in BACKEND_NAMES:
         raise ReminderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    # an option no backend takes is a mistake (``thread=4``); one of another backend's is dropped
+    takes = set().union(*_OPTIONS.values())
+    unknown = sorted(set(options) - takes)
+    if unknown:
+        raise ReminderError(f"unknown backend option {unknown[0]!r}; the backends take {', '.join(sorted(takes))}")
     on_cpu = _ort_on_cpu(options)
     if backend == "openvino" or (backend == "auto" and precision in ("fp32", "bf16")):
         # OpenVINO computes an FP32 model in bf16 by default on CPUs with native bf16: fp32 asks for f32
@@ -279,12 +288,10 @@ def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, preci
         fmt = choose_format(bundle, manifest, backend, precision, on_cpu=on_cpu or backend == "openvino")
         return open_artifact(bundle, manifest, fmt, backend=backend, log=log, **options)
     artifacts = manifest.get("artifacts", {})
-    candidates = [b for b, fmt in (("trt", "tensorrt"), ("openvino", "onnx"), ("ort", "onnx"),
-                                   ("torchscript", "torchscript"), ("aoti", "aoti"))
-                  if fmt in artifacts and (b != "openvino" or (on_cpu and _openvino_here()))]
+    candidates = [b for b in runnable_backends(artifacts) if b != "openvino" or (on_cpu and _openvino_here())]
     if not candidates:
-        raise ReminderError(f"bundle {bundle} has no runnable artifact")
-    reasons = []
+        raise ReminderError(f"bundle {bundle} has no runnable artifact (it has: {', '.join(artifacts) or 'none'})")
+    reasons, local = [], True
     for name in candidates:
         try:
             fmt = choose_format(bundle, manifest, name, precision, on_cpu=on_cpu)
@@ -294,9 +301,12 @@ def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, preci
             return opened
         except ReminderError as error:
             reasons.append(f"{name}: {error}")
+            local = local and isinstance(error, LocalError)
             if log is not None and name != candidates[-1]:
                 log(f"{name} backend not usable here ({error}); trying the next one")
-    raise ReminderError(f"no artifact of bundle {bundle} can run here: " + "; ".join(reasons))
+    # only missing packages (or other local causes) stood in the way: this machine's problem
+    raise (LocalError if local else ReminderError)(f"no artifact of bundle {bundle} can run here: "
+                                                   + "; ".join(reasons))
 
 
 def _openvino_here() -> bool:

@@ -1,9 +1,10 @@
 """The labelled frames of an on-device update: class colours, masks, image/mask pairs.
 
 Masks (same file stem as their image, PNG): palette and RGB masks are read by colour
-(the bundle's class colours and the new classes' colours; VOC's void colour and index 255
-are ignored; any other colour is background); grey masks hold class ids in the new
-bundle's numbering (old ids, then the new classes in the order given, 255 ignored).
+(the bundle's class colours and the new classes' colours) by the class table's one decoder:
+VOC's void colour, index 255 and any colour of no class are ignored, and the unknown ones
+are reported. Grey masks hold class ids in the new bundle's numbering (old ids, then the
+new classes in the order given, 255 ignored).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from reminder.data.classes import VOC_CLASSES, distinct_colors, voc_palette
-from reminder.data.custom import VOID_COLOR
+from reminder.contracts import ClassTable, check_class_name, decode_colors
 from reminder.errors import ReminderError
 from reminder.runtime.sources import IMAGE_EXTENSIONS
 
@@ -34,6 +34,7 @@ def parse_class(text: str) -> NewClass:
     name = name.strip()
     if not name:
         raise ReminderError(f"--class {text!r} has no name")
+    check_class_name(name, "--class")
     if not color:
         return NewClass(name)
     try:
@@ -53,26 +54,11 @@ class Frame:
 
 
 def class_colors(manifest: dict, new: Sequence[NewClass]) -> list[tuple[str, tuple[int, int, int]]]:
-    """(name, colour) for every class of the updated model; refuses clashes."""
-    classes = [(c["name"], tuple(c["color"])) for c in manifest["classes"]]
-    names = {name for name, _ in classes}
-    used = {color: name for name, color in classes}
-    palette = voc_palette()
-    for cls in new:
-        if cls.name in names:
-            raise ReminderError(f"class {cls.name!r} already exists in the bundle; choose another name")
-        color = cls.color
-        if color is None and cls.name in VOC_CLASSES and tuple(palette[VOC_CLASSES.index(cls.name)]) not in used:
-            color = tuple(palette[VOC_CLASSES.index(cls.name)])
-        if color is None:  # far from every colour in use, so the new class stands out in overlays
-            color = distinct_colors(list(used) + [VOID_COLOR], 1)[0]
-        if color in used:
-            raise ReminderError(f"colour {','.join(map(str, color))} of class {cls.name!r} is already used by "
-                                f"{used[color]!r}; give another with --class {cls.name}:R,G,B")
-        classes.append((cls.name, color))
-        names.add(cls.name)
-        used[color] = cls.name
-    return classes
+    """(name, colour) for every class of the updated model: the bundle's class table
+    extended with the new classes (colours completed by the table's rule; clashes refused)."""
+    table = ClassTable.from_manifest(manifest["classes"], where="the bundle's manifest")
+    table = table.extend([(c.name, c.color) for c in new], where="the new classes")
+    return list(zip(table.names, table.colors))
 
 
 def read_mask(path: Path, colors: list[tuple[int, int, int]], log) -> np.ndarray:
@@ -92,18 +78,10 @@ def read_mask(path: Path, colors: list[tuple[int, int, int]], log) -> np.ndarray
             rgb = np.array(image.convert("RGB"))
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
         raise ReminderError(f"cannot decode mask {path}: {error}") from None
-    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    labels = np.zeros(codes.shape, np.uint8)
-    known = np.zeros(codes.shape, bool)
-    for class_id, (r, g, b) in enumerate(colors):
-        hit = codes == ((r << 16) | (g << 8) | b)
-        labels[hit] = class_id
-        known |= hit
-    void = codes == ((VOID_COLOR[0] << 16) | (VOID_COLOR[1] << 8) | VOID_COLOR[2])
-    labels[void] = 255
-    unknown = int((~known & ~void).sum())
+    labels, unknown = decode_colors(rgb, colors)
     if unknown:
-        log(f"{path.name}: {unknown} pixels in colours of no known class were taken as background")
+        shown = ", ".join(",".join(map(str, c)) for c in unknown[:3])
+        log(f"{path.name}: {len(unknown)} colours of no known class ({shown}) are ignored")
     return labels
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from reminder.bundle import check_name, check_output_folder, open_bundle
+from reminder.contracts import check_class_name
 from reminder.errors import ReminderError
 from reminder.update.frames import NewClass, class_colors, parse_class, read_frames, split_holdout
 from reminder.update.quality import measure_quality, peak_memory_mb
@@ -73,6 +74,8 @@ def _check_request(classes: Sequence[NewClass | str], options: UpdateOptions) ->
     classes = [c if isinstance(c, NewClass) else parse_class(c) for c in classes]
     if not classes:
         raise ReminderError("no new class given (--class NAME[:R,G,B])")
+    for c in classes:
+        check_class_name(c.name, "new class")
     if len({c.name for c in classes}) != len(classes):
         raise ReminderError("a new class name is given twice")
     if options.iterations < 1 or options.batch_size < 1:

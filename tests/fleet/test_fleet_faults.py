@@ -22,7 +22,7 @@ from fleet_helpers import installed, server  # noqa: F401  (fixtures)
 from reminder import bundle as bundle_format
 from reminder import fleet
 from reminder.bundle import read_manifest, write_manifest
-from reminder.errors import ReminderError
+from reminder.errors import LocalError, ReminderError
 
 
 def _publish_unchecked(monkeypatch, repo, bundle, **options):
@@ -240,3 +240,21 @@ def test_a_server_that_is_down_is_named(installed, tmp_path):
     with pytest.raises(ReminderError, match=f"caused by ConnectionRefusedError.*127.0.0.1:{port}"):
         fleet.sync(device, url=f"http://127.0.0.1:{port}", **QUIET)
     _still_on(device, old)
+
+
+def test_a_device_without_onnxruntime_retries_instead_of_refusing(installed, bundles, tmp_path, monkeypatch):
+    """A device installed with reminder[fleet] but no onnxruntime: the smoke test cannot run
+    the bundle, which is this device's problem, not the version's. It used to be refused for
+    ever; now the sync fails with what to install, and succeeds once it is there."""
+    import sys
+
+    httpd, repo, url, device, old = installed
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+        patch.setitem(sys.modules, "openvino", None)
+        with pytest.raises(LocalError, match=r"B was not installed: .*pip install onnxruntime.*stays eligible"):
+            _device(device, url, repo)
+    status = fleet.read_status(device)
+    assert "B" not in status.get("refused", []) and status["installed"] == old
+    assert _device(device, url, repo)["installed"] == "B"

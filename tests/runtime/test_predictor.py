@@ -210,3 +210,24 @@ def test_bundle_archive_runs_like_its_folder(bundles, frames, tmp_path):
 
     gc.collect()
     assert not unpacked.exists()  # the unpacked copy goes with the predictor
+
+
+def test_an_int8_only_bundle_runs_under_the_default_backend(int8_bundle, frames, tmp_path):
+    """The default backend chose among the FP32 formats only: an INT8-only bundle said "no
+    runnable artifact", yet ran with backend="ort" (a fleet device's smoke test uses the default)."""
+    only = shutil.copytree(int8_bundle, tmp_path / "int8-only")
+    manifest = json.loads((only / "manifest.json").read_text())
+    del manifest["artifacts"]["onnx"], manifest["parity"]["onnx"]
+    (only / "model.onnx").unlink()
+    write_manifest(only, manifest)
+    predictor = Predictor(only)
+    assert predictor.backend.artifact == "onnx-int8" and predictor.precision == "int8"
+    assert predictor.predict(frames[0])[0].labels.shape == frames[0].shape[:2]
+    with pytest.raises(ReminderError, match="has no FP32 artifact"):
+        Predictor(only, backend="ort", precision="fp32")
+
+
+def test_an_unknown_predictor_option_is_named(bundles):
+    with pytest.raises(ReminderError, match="unknown backend option 'thread'.*threads"):
+        Predictor(bundles[0], thread=4)
+    assert Predictor(bundles[0], backend="ort", threads=1, hint="LATENCY").backend.name == "ort"

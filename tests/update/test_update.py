@@ -13,6 +13,7 @@ from reminder.errors import ReminderError
 from reminder.bundle import manifest_sha256, read_manifest, verify_bundle, write_manifest
 from reminder.runtime.predictor import Predictor
 from reminder.update import UpdateOptions, parse_class, update_bundle
+from reminder.update.frames import NewClass
 
 QUIET = {"progress": False, "log": lambda message: None}
 # bounded as on a device: frozen backbone, few iterations, the bundle's 64 px crops
@@ -155,6 +156,17 @@ def test_bad_classes_and_bundles(bundles, sheep_frames, tmp_path):
         _update(bundles[0], images, masks, tmp_path / "o", classes=[f"walker:{','.join(map(str, voc_palette()[15]))}"])
     with pytest.raises(ReminderError, match="R,G,B"):
         parse_class("sheep:300,0,0")
+    # names that are paths, hold a newline or are too long never reach a bundle
+    for bad in ("bad/name", "two\nlines", "x" * 300, "../up"):
+        with pytest.raises(ReminderError, match="class name .* is not allowed"):
+            _update(bundles[0], images, masks, tmp_path / "o", classes=[bad])
+        with pytest.raises(ReminderError, match="is not allowed"):
+            update_bundle(bundles[0], images=images, masks=masks, classes=[NewClass(bad)], out=tmp_path / "o",
+                          **QUIET)
+    result = CliRunner().invoke(main, ["update", str(bundles[0]), "--images", str(images), "--masks", str(masks),
+                                       "--class", "bad/name", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "class name 'bad/name' is not allowed" in result.output
+    assert not (tmp_path / "o").exists()
     with pytest.raises(ReminderError, match="must differ from the parent"):
         _update(bundles[0], images, masks, bundles[0])
     inference_only = shutil.copytree(bundles[0], tmp_path / "inference-only")
@@ -182,7 +194,8 @@ def test_interrupted_update_leaves_no_bundle(bundles, sheep_frames, tmp_path):
 
 def test_rgb_masks_and_old_class_labels(bundles, sheep_frames, tmp_path):
     """RGB masks are read by colour: sheep in its colour, a labelled old class (person) in
-    the bundle's colour for it, VOC's void colour ignored, unknown colours background."""
+    the bundle's colour for it, VOC's void colour ignored, unknown colours ignored and named
+    (as the training data's decoder does; they were taken as background)."""
     from reminder.update.frames import class_colors as _class_colors, read_frames
 
     manifest = read_manifest(bundles[0])
@@ -201,8 +214,8 @@ def test_rgb_masks_and_old_class_labels(bundles, sheep_frames, tmp_path):
     log = []
     [frame] = read_frames(images, masks, colors, [16], log.append)
     assert (frame.labels[0] == 16).all() and (frame.labels[1] == 15).all()
-    assert (frame.labels[2] == 255).all() and (frame.labels[3] == 0).all()
-    assert log and "8 pixels in colours of no known class" in log[0]
+    assert (frame.labels[2] == 255).all() and (frame.labels[3] == 255).all() and (frame.labels[4:] == 0).all()
+    assert log and "1 colours of no known class (1,2,3) are ignored" in log[0]
 
 
 def test_out_never_wipes_what_the_update_did_not_make(bundles, sheep_frames, tmp_path):
