@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/reminder demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check reminder tests benchmarks
 	$(PY) -m pytest
 
 # the CUDA and TensorRT checks, on a machine with a GPU: make gpu-check OUT=gpu-results

@@ -68,7 +68,8 @@ def _config(data: Path, out: Path, method: str, plan: DemoSize, **extra):
                           crop_size=plan.size, eval_size=None, workers=0, **extra)
 
 
-def _train(data: Path, out: Path, methods: Sequence[str], plan: DemoSize, echo, progress: bool = True) -> dict[str, Path]:
+def _train(data: Path, out: Path, methods: Sequence[str], plan: DemoSize, echo,
+           progress: bool = True) -> dict[str, Path]:
     from reminder.export.exporter import each_step_exporter
     from reminder.train.run import train_scenario
 
@@ -228,7 +229,8 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
     extra = [
         "", "## Frames through the increments", "",
         "Validation frames that show the classes learnt after step 0: the frame, its ground truth, then "
-        "the REMINDER bundle of each step (ONNX Runtime), with a legend of the classes shown.", "", f"![overlays]({strip.name})", "",
+        "the REMINDER bundle of each step (ONNX Runtime), with a legend of the classes shown.", "",
+        f"![overlays]({strip.name})", "",
         "## Runtime", "",
         f"`reminder run` on a {stream.total}-frame video with bundle `{bundles[-1].name}` "
         f"({len(read_manifest(bundles[-1])['classes'])} classes): {stream.fps:.1f} FPS on this machine, "

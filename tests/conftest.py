@@ -177,7 +177,8 @@ def bundles(runtime_run, tmp_path_factory) -> dict[int, Path]:
 
     root = tmp_path_factory.mktemp("bundles")
     step0 = export_bundle(runtime_run, out=root / "step0", formats="onnx", step=0, log=lambda message: None)
-    step1 = export_bundle(runtime_run, out=root / "step1", formats="onnx", step=1, parent=step0, log=lambda message: None)
+    step1 = export_bundle(runtime_run, out=root / "step1", formats="onnx", step=1, parent=step0,
+                          log=lambda message: None)
     return {0: step0, 1: step1}
 
 

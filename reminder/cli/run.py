@@ -95,7 +95,8 @@ def _stop_on_sigterm(stream):
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Switch to the bundle when it is replaced (an install's `current`).")
 @click.option("--quiet", is_flag=True, help="No status line.")
-def run_command(bundle, sources, out, save, view, alpha, backend, precision, size, resize, batch, threads, live, max_frames,
+def run_command(bundle, sources, out, save, view, alpha, backend, precision, size, resize, batch, threads, live,
+                max_frames,
                 retries, watch, quiet) -> None:
     """Segment camera streams, videos or images with a bundle (or an install folder)."""
     from reminder.runtime.stream import Stream

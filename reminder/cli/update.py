@@ -43,7 +43,8 @@ from reminder.cli.common import parse_list
                    "(after keeping sensitive layers in float) the child is written in FP32.")
 @click.option("--quiet", is_flag=True, help="No progress bar or step messages; the report and the bundle only.")
 def update_command(bundle, images, masks, classes, out, iterations, time_budget, batch_size, crop_size, lr,
-                   freeze_backbone, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats, version, seed, force, int8_min_agreement,
+                   freeze_backbone, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats, version, seed,
+                   force, int8_min_agreement,
                    quiet) -> None:
     """Teach a bundle new classes from a few labelled frames, on the device (REMINDER losses)."""
     from reminder.update import UpdateOptions, format_report, update_bundle

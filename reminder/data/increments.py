@@ -160,7 +160,8 @@ def load_increments(paths: Sequence[str | Path], *, mode: str = "overlap", test_
         train_sets.append(train)
         train_indexes.append(index)
         val_sets.append(val)
-        val_indexes.append(ClassIndex({k: tuple(v for v in c if v != IGNORE_INDEX) for k, c in val_index.classes.items()}))
+        val_indexes.append(ClassIndex({k: tuple(v for v in c if v != IGNORE_INDEX)
+                                       for k, c in val_index.classes.items()}))
     spec = DatasetSpec("custom", names, lambda root, split: [])
     return IncrementalData(spec, scenario, datasets, train_sets, train_indexes, val_sets, val_indexes,
                            run_colors(datasets))

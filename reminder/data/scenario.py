@@ -6,7 +6,7 @@ single-class steps. Background (0) is part of step 0. Classes are learnt in ``or
 the model's output channel ``i`` is the class at position ``i`` of ``(0, *order)``, so
 labels are remapped to that position (the identity with the natural order).
 
-Label rules (DESIGN.md section 4):
+Label rules (docs/design.md):
 
 - train at step t: classes of step t keep their label, every other class becomes 0,
   255 stays 255;

@@ -33,7 +33,7 @@ class ScenarioData:
         return [by_id[i] for i in self.test_ids(step)]
 
     def as_json(self) -> dict:
-        """The ``reminder data split --json`` object (DESIGN.md section 5)."""
+        """The ``reminder data split --json`` object (docs/design.md)."""
         steps = [{"step": t, "classes": list(classes), "train": self.train_ids(t), "test": self.test_ids(t)}
                  for t, classes in enumerate(self.scenario.steps)]
         return {"setting": self.scenario.setting, "mode": self.scenario.mode, "steps": steps}

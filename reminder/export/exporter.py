@@ -1,4 +1,4 @@
-"""Export one trained step of a run into a verified bundle (DESIGN.md section 6)."""
+"""Export one trained step of a run into a verified bundle (docs/bundle.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from reminder.data.samples import read_image
 from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reminder.errors import ReminderError
 from reminder.io import read_json
-from reminder.bundle import BUNDLE_FORMAT, check_name, check_output_folder, file_entry, manifest_sha256, read_manifest, write_manifest
+from reminder.bundle import (BUNDLE_FORMAT, check_name, check_output_folder, file_entry, manifest_sha256,
+                             read_manifest, write_manifest)
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder

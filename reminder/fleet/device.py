@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from reminder.bundle import check_name, read_manifest, unpack_bundle
+from reminder.contracts import ClassTable
 from reminder.errors import LocalError, ReminderError
 from reminder.fleet.fetcher import deadline_fetcher, describe_error
 from reminder.fleet.repository import utc_now
@@ -73,15 +74,13 @@ def smoke_test(folder: Path, manifest: dict, install_dir: Path) -> None:
 
     from reminder.runtime.predictor import Predictor
 
-    names = [c["name"] for c in manifest["classes"]]
-    if [c["id"] for c in manifest["classes"]] != list(range(len(names))) or len(set(names)) != len(names):
-        raise ReminderError("class ids are not 0..K-1 or class names repeat")
+    table = ClassTable.from_manifest(manifest["classes"], where="its manifest")  # ids, names, colours
+    names = table.names
     parent = manifest.get("parent") or {}
     parent_dir = install_dir / "versions" / str(parent.get("version"))
     if parent.get("version") and (parent_dir / "manifest.json").is_file():
-        old = [c["name"] for c in read_manifest(parent_dir)["classes"]]
-        if names[:len(old)] != old:
-            raise ReminderError(f"its classes do not extend its parent {parent['version']}'s classes")
+        old = ClassTable.from_manifest(read_manifest(parent_dir)["classes"], where=f"parent {parent['version']}")
+        table.check_extends(old, what=f"its classes (parent {parent['version']})")
     try:
         predictor = Predictor(folder)
         sample = folder / "sample.png"

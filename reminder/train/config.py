@@ -1,7 +1,7 @@
 """Training configuration: one frozen dataclass, presets for the paper's settings as data.
 
 ``resolve_config(dataset=..., setting=..., method=..., **overrides)`` starts from the
-defaults, applies the dataset/setting/method presets (DESIGN.md section 4), then the
+defaults, applies the dataset/setting/method presets (docs/training.md, "Presets"), then the
 user's overrides; the result is saved as ``RUN/config.json``.
 """
 
@@ -109,7 +109,7 @@ class TrainConfig:
         return cls(**values)
 
 
-# The paper's settings (DESIGN.md section 4). Keys: dataset family, then (family, setting).
+# The paper's settings (docs/training.md, "Presets"). Keys: dataset family, then (family, setting).
 DATASET_PRESETS: dict[str, dict] = {
     "voc": {"epochs": 30, "lr": 0.01, "epochs_next": 30, "lr_next": 0.001, "batch_size": 24,
             "crop_size": 512, "eval_size": 512, "pod_factor": 0.01, "pod_logits_factor": 0.0005,

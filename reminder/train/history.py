@@ -33,7 +33,8 @@ class History:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ReminderError("--tensorboard needs the tensorboard package: pip install 'reminder[tensorboard]'") from None
+                raise ReminderError("--tensorboard needs the tensorboard package: "
+                                    "pip install 'reminder[tensorboard]'") from None
             self._board = SummaryWriter(str(step_dir.parent / "tensorboard" / f"step{step}"))
         if wandb:
             try:

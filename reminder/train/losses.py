@@ -4,7 +4,7 @@ Shapes: B batch, K classes (model channels, background 0), H x W label size, h x
 model's output-stride-16 size. Logits are float tensors; labels are int64 with 255 for
 pixels to ignore. The teacher (the frozen model of the previous step) has K_old channels,
 the student K_all = K_old + new classes. Facts from the reference code are in
-DESIGN.md section 4; where this code departs from that code's letter, the docstring says so.
+docs/training.md; where this code departs from that code's letter, the docstring says so.
 """
 
 from __future__ import annotations

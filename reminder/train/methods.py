@@ -3,7 +3,7 @@
 A :class:`Method` lists its terms for the steps after step 0 (step 0 is plain
 cross-entropy for every method). Each term reads what it needs from a
 :class:`StepInputs` and returns a scalar; the step sums ``weight * term`` and reports every
-term by name. Weights are the reference ones (DESIGN.md section 4) via the config.
+term by name. Weights are the reference ones (docs/training.md) via the config.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from reminder.data.classes import voc_palette
 from reminder.data.splits import load_scenario
 from reminder.data.transforms import eval_transform, train_transform
 from reminder.errors import ReminderError
-from reminder.io import atomic_write_text, read_json
+from reminder.io import atomic_write_text
 from reminder.models import build_segmenter
 from reminder.train.checkpoint import (check_compatible, completed_steps, load_model, load_tensors, read_meta,
                                        save_model, save_tensors, step_file_hashes)
@@ -110,7 +110,8 @@ class ScenarioRunner:
                 names = ", ".join(f"{c} {self.data.spec.class_names[c]}" for c in self.scenario.steps[step])
                 where = self.data.datasets[step].source if self.base.dataset == "custom" else self.base.root
                 raise ReminderError(f"step {step} ({names}) has no training image in {where}: "
-                                    f"the dataset lacks classes this {'step' if self.base.dataset == 'custom' else 'setting'} needs")
+                                    f"the dataset lacks classes this "
+                                    f"{'step' if self.base.dataset == 'custom' else 'setting'} needs")
             config = self.base.for_step(step)
             per_rank = config.batch_size // self.dist.world_size
             if per_rank < 2 and not config.freeze_bn:

@@ -163,7 +163,8 @@ def test_a_new_step_must_keep_the_old_classes(tmp_path, warehouse):
     assert check_extends(old, day("ok", DAY2)) == ["cart"]
     with pytest.raises(ReminderError, match=r"renames class 2 from 'pallet' to 'cart'"):
         check_extends(old, day("renamed", ("background", "shelf", "cart", "forklift", "person")))
-    with pytest.raises(ReminderError, match=r"renames class 1 from 'shelf' to 'pallet' \(it lists 'shelf' as class 2\)"):
+    with pytest.raises(ReminderError,
+                       match=r"renames class 1 from 'shelf' to 'pallet' \(it lists 'shelf' as class 2\)"):
         check_extends(old, day("reordered", ("background", "pallet", "shelf", "forklift", "person", "cart")))
     with pytest.raises(ReminderError, match=r"drops class 4 'person'"):
         check_extends(old, day("dropped", ("background", "shelf", "pallet", "forklift")))

@@ -55,7 +55,8 @@ def test_int8_graph_is_u8_activations_s8_per_channel_weights_with_fp32_ends(int8
     argmax = next(n for n in model.graph.node if n.op_type == "ArgMax")
     assert producers[argmax.input[0]].op_type not in ("DequantizeLinear", "QuantizeLinear")
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    float_weight_convs = [c for c in convs if c.input[1] in inits and inits[c.input[1]].data_type == onnx.TensorProto.FLOAT]
+    float_weight_convs = [c for c in convs
+                          if c.input[1] in inits and inits[c.input[1]].data_type == onnx.TensorProto.FLOAT]
     kept_float = read_manifest(int8_bundle)["artifacts"]["onnx-int8"]["float_convs"]  # the fallback's, if any
     assert len(float_weight_convs) == 1 + len(kept_float)
     assert {p.key for p in model.metadata_props} >= {"classes", "step"}

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fleet_helpers import QUIET, _current, _device, _renamed, _still_on, _version
+from fleet_helpers import QUIET, _current, _device, _renamed, _still_on
 from fleet_helpers import installed, server  # noqa: F401  (fixtures)
 from reminder import bundle as bundle_format
 from reminder import fleet

@@ -7,7 +7,6 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from conftest import label_ids, read_video, write_video

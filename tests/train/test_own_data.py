@@ -137,7 +137,8 @@ def test_fit_api_trains_and_adds_a_step(tmp_path, days):
 def test_preset_scales_with_the_data_and_the_backbone():
     small, large = custom_preset(40, "tiny"), custom_preset(4000, "tiny")
     assert small["epochs"] > large["epochs"] and small["workers"] == 0 and large["workers"] == 2
-    assert custom_preset(40, "resnet101")["crop_size"] == 512 and custom_preset(40, "resnet101", min_side=300)["crop_size"] == 288
+    assert custom_preset(40, "resnet101")["crop_size"] == 512
+    assert custom_preset(40, "resnet101", min_side=300)["crop_size"] == 288
     assert custom_preset(40, "resnet101")["weights_backbone"] == "imagenet"
     step = custom_preset(40, "tiny", next_step=True)
     assert step["lr_next"] == pytest.approx(small["lr"] / 10) and "backbone" not in step
