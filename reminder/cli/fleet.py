@@ -36,11 +36,16 @@ def fleet_init(repo: Path, keys: Path | None) -> None:
               help="Folder of the private keys, outside the served repository (default: REPO.keys beside it).")
 @click.option("--reset-classes", is_flag=True,
               help="Devices accept this bundle even though its classes do not extend theirs.")
-def fleet_publish(bundle: Path, repo: Path, channel: str, keys: Path | None, reset_classes: bool) -> None:
-    """Add a bundle (folder or .tar) to a channel as its newest version."""
+@click.option("--allow-weak-classes", is_flag=True,
+              help="Publish even though a class it adds is not learnt (its IoU under 10, or under a third of "
+                   "the others' median).")
+def fleet_publish(bundle: Path, repo: Path, channel: str, keys: Path | None, reset_classes: bool,
+                  allow_weak_classes: bool) -> None:
+    """Add a bundle (folder or .tar) to a channel as its newest version; shows its per-class IoU."""
     from reminder.fleet import publish
 
-    publish(repo, bundle, channel=channel, keys=keys, reset_classes=reset_classes, log=click.echo)
+    publish(repo, bundle, channel=channel, keys=keys, reset_classes=reset_classes,
+            allow_weak_classes=allow_weak_classes, log=click.echo)
 
 
 @fleet.command("resign")

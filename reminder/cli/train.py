@@ -26,6 +26,8 @@ def training_options(command):
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ... [default: auto]"),
         click.option("--workers", type=int, default=None, help="Data loader processes. [default: 2]"),
+        click.option("--threads", type=click.IntRange(1), default=None,
+                     help="CPU threads for torch. [default: the physical cores]"),
         click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default=None,
                      help="Mixed precision (CUDA)."),
         click.option("--channels-last", is_flag=True, default=None),
@@ -56,6 +58,13 @@ def _common(values: dict) -> dict:
                    wandb=values["wandb"])
     options.update(parse_overrides(values["overrides"]))
     return options
+
+
+def _threads(threads: int | None, *, quiet: bool = False) -> None:
+    """Set torch's threads; the busy-machine warning goes to stderr, and not with --json."""
+    from reminder.train.threads import set_threads
+
+    set_threads(threads, log=(lambda message: None) if quiet else (lambda message: click.echo(message, err=True)))
 
 
 def _exporter(formats: str | None):
@@ -98,6 +107,7 @@ def train(data, dataset, root, setting, method, out, mode, order, test_protocol,
     from reminder.train.config import resolve_config
     from reminder.train.run import train_scenario
 
+    _threads(values.pop("threads"))
     options = dict(mode=mode, order=tuple(parse_order(order)) if order else None, test_protocol=test_protocol,
                    backbone=backbone, weights_backbone=weights_backbone, epochs_next=epochs_next, lr_next=lr_next,
                    eval_size=parse_eval_size(eval_size), sync_bn=sync_bn,
@@ -142,6 +152,7 @@ def increment(run: Path, data: Path, method: str, **values) -> None:
     from reminder.train.results import read_results
     from reminder.train.run import train_scenario
 
+    _threads(values.pop("threads"))
     config = increment_config(run, data, method=method, log=click.echo, **_common(values))
     if config is None:
         results = read_results(run)
@@ -157,11 +168,15 @@ def increment(run: Path, data: Path, method: str, **values) -> None:
 @click.option("--data", "data", type=click.Path(path_type=Path), multiple=True,
               help="Own-data runs: score on the union of these YAMLs' val sets (repeatable; default: the run's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for torch. [default: the physical cores]")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_(run: Path, step: int | None, data: tuple[Path, ...], as_json: bool, quiet: bool) -> None:
+def eval_(run: Path, step: int | None, data: tuple[Path, ...], as_json: bool, threads: int | None,
+          quiet: bool) -> None:
     """Re-evaluate a run's checkpoints: old / new / all mIoU and every class's IoU per step."""
     from reminder.train.run import evaluate_run
 
+    _threads(threads, quiet=as_json)
     metrics = evaluate_run(run, step=step, data=list(data) or None, progress=not (as_json or quiet),
                            log=(lambda m: None) if as_json else click.echo)
     if as_json:

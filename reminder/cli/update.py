@@ -41,13 +41,17 @@ from reminder.cli.common import parse_list
 @click.option("--int8-min-agreement", type=float, default=0.99, show_default=True,
               help="An INT8 child's gate: share of pixels labelled as its FP32 model does. Below it "
                    "(after keeping sensitive layers in float) the child is written in FP32.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for torch. [default: the physical cores]")
 @click.option("--quiet", is_flag=True, help="No progress bar or step messages; the report and the bundle only.")
 def update_command(bundle, images, masks, classes, out, iterations, time_budget, batch_size, crop_size, lr,
                    freeze_backbone, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats, version, seed,
-                   force, int8_min_agreement,
-                   quiet) -> None:
+                   force, int8_min_agreement, threads, quiet) -> None:
     """Teach a bundle new classes from a few labelled frames, on the device (REMINDER losses)."""
+    from reminder.train.threads import set_threads
     from reminder.update import UpdateOptions, format_report, update_bundle
+
+    set_threads(threads, log=lambda message: click.echo(message, err=True))
 
     options = UpdateOptions(iterations=iterations, time_budget=time_budget, batch_size=batch_size,
                             crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, views=views,

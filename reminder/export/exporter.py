@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
+from reminder.contracts import ClassTable
 from reminder.data.classes import voc_palette
 from reminder.data.samples import read_image
 from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -231,6 +232,18 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
     return out
 
 
+def _quality(metrics: dict, meta: dict, step: int) -> dict:
+    """Per-class IoU of the step's evaluation, the classes this step added, and the weak ones
+    (contracts.quality's rule), for `fleet publish` and for users reading the manifest."""
+    from reminder.contracts.quality import weak_classes
+
+    iou = metrics.get("iou") or {}
+    added = meta["classes_per_step"][-1] if meta.get("classes_per_step") else 0
+    new = list(meta["classes"][1:] if step == 0 else meta["classes"][-added:] if added else [])
+    return {"per_class_iou": iou, "pixel_share": metrics.get("pixel_share"), "new_classes": new,
+            "weak": weak_classes(iou), "measured_on": "the step's evaluation images"}
+
+
 def _plain_name(text: str, fallback: str) -> str:
     """``text`` made a bundle name or version: characters other than letters, digits and
     ``._+-`` become ``-``, and it starts with a letter or digit (a run folder may be named
@@ -243,7 +256,8 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
     if colors is None:
         palette, dataset_ids = voc_palette(), [0] + list(meta["order"])
         colors = [palette[dataset_ids[i]] for i in range(len(meta["classes"]))]
-    classes = [{"id": i, "name": n, "color": list(colors[i])} for i, n in enumerate(meta["classes"])]
+    classes = ClassTable(tuple(meta["classes"]), tuple(tuple(c) for c in colors[:len(meta["classes"])]),
+                         where=f"run {run}").to_manifest()
     default_name = f"{config.dataset}-{config.setting}-{config.method}"
     if config.dataset == "custom":  # your own data: the run folder's name, made a plain name
         default_name = _plain_name(run.resolve().name, "model")
@@ -263,6 +277,7 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
                   "dataset": meta["dataset"], "setting": meta["setting"], "method": meta["method"],
                   "order": meta["order"]},
         "metrics": {k: metrics.get(k) for k in ("old", "new", "all", "iou")},
+        "quality": _quality(metrics, meta, step),
         "tools": _tool_versions(),
     }
     if parent is not None and (parent / "manifest.json").is_file():

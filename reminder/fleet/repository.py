@@ -169,12 +169,15 @@ def _check_republish(targets, info, version: str, channel: str) -> None:
 
 
 def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", keys: str | Path | None = None,
-            reset_classes: bool = False, expires: dict | None = None, log: Callable[[str], None] = print) -> dict:
+            reset_classes: bool = False, allow_weak_classes: bool = False, expires: dict | None = None,
+            log: Callable[[str], None] = print) -> dict:
     """Add ``bundle`` (folder or .tar) to ``channel`` as its newest version; re-sign targets,
     snapshot and timestamp (timestamp last, so clients never see a half publish).
 
     Devices refuse a bundle whose classes do not extend the ones they run unless it is
-    published with ``reset_classes`` (a deliberate change of class list)."""
+    published with ``reset_classes`` (a deliberate change of class list). A bundle whose
+    new classes are not learnt (the manifest's ``quality.weak``) is refused, naming them,
+    unless ``allow_weak_classes``; its per-class IoU is shown either way."""
     import fcntl
 
     repo = Path(repo)
@@ -185,14 +188,32 @@ def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", ke
     keys = keys_folder(repo, keys)
     with open(keys / ".publish.lock", "a") as lock:  # one publisher at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _publish(repo, bundle, channel, keys, reset_classes, expires, log)
+        return _publish(repo, bundle, channel, keys, reset_classes, expires, log, allow_weak_classes)
 
 
-def _publish(repo: Path, bundle, channel: str, keys: Path, reset_classes: bool, expires, log) -> dict:
+def check_quality(manifest: dict, *, allow_weak_classes: bool, log) -> None:
+    """Show the bundle's per-class IoU; refuse it when a class it adds is not learnt."""
+    from reminder.contracts.quality import iou_table
+
+    quality = manifest.get("quality") or {}
+    weak = [w for w in quality.get("weak") or [] if w.get("name") in (quality.get("new_classes") or [])]
+    if quality.get("per_class_iou"):
+        log(f"per-class IoU of {manifest['version']} ({quality.get('measured_on', 'its evaluation')}):")
+        for line in iou_table(quality["per_class_iou"], weak):
+            log(line)
+    if weak and not allow_weak_classes:
+        names = ", ".join(f"{w['name']} ({w['why']})" for w in weak)
+        raise ReminderError(f"{manifest['version']} adds classes that are not learnt: {names}; train them further, "
+                            f"or publish anyway with allow_weak_classes (--allow-weak-classes)")
+
+
+def _publish(repo: Path, bundle, channel: str, keys: Path, reset_classes: bool, expires, log,
+             allow_weak_classes: bool = False) -> dict:
     metadata, _ = _tuf()
     signers = {role: _load_signer(keys, role) for role in ("targets", "snapshot", "timestamp")}
     with tempfile.TemporaryDirectory(prefix="reminder-publish-") as tmp:
         folder, manifest = open_bundle(bundle, tmp)
+        check_quality(manifest, allow_weak_classes=allow_weak_classes, log=log)
         tar = pack_bundle(folder, Path(tmp) / "bundle.tar")
         targets = metadata.Metadata.from_file(str(repo / "metadata" / "targets.json"))
         prefix = f"channels/{channel}/"

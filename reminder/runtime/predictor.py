@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from reminder.contracts import ClassTable
 from reminder.errors import ReminderError
 from reminder.bundle import open_bundle
 from reminder.runtime.backends import select_backend
@@ -112,9 +113,10 @@ class Predictor:
                                        getattr(self.backend, "path", self.path))
         self.output_kind = self.manifest["outputs"]["kind"]
         self.classes = self.manifest["classes"]
-        self.names = [c["name"] for c in self.classes]
+        table = ClassTable.from_manifest(self.classes, where=f"bundle {self.path}")
+        self.names = list(table.names)
         self.version = self.manifest["version"]
-        rgb = np.array([c["color"] for c in self.classes], dtype=np.uint8).reshape(-1, 3)
+        rgb = np.array(table.colors, dtype=np.uint8).reshape(-1, 3)
         self.colors = rgb  # RGB, for label PNGs
         self.palette = rgb if color == "rgb" else np.ascontiguousarray(rgb[:, ::-1])
         # letterbox padding in the dataset's mean colour: zero after the in-graph normalisation

@@ -32,7 +32,10 @@ def step_metrics(matrix: ConfusionMatrix, scenario: Scenario, step: int,
     names = [class_names[0]]
     names += [class_names[c] for c in scenario.order[: num_seen - 1]]
     summary = continual_miou(iou, num_old=scenario.classes_per_step()[0], num_seen=num_seen)
+    counts = matrix.matrix.sum(dim=1)[:num_seen].double()  # labelled pixels of each class
+    share = (counts / counts.sum().clamp(min=1)).tolist()
     return {**summary, "iou": {name: _number(v) for name, v in zip(names, iou.tolist())},
+            "pixel_share": {name: round(v, 6) for name, v in zip(names, share)},
             "pixel_accuracy": matrix.pixel_accuracy()}
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from reminder.data.classes import voc_palette
 from reminder.data.splits import load_scenario
 from reminder.data.transforms import eval_transform, train_transform
+from reminder.contracts.quality import describe_weak, iou_table, weak_classes
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_text
 from reminder.models import build_segmenter
@@ -291,6 +292,8 @@ class ScenarioRunner:
             else:
                 metrics = self.run_step(step)
                 self.log(f"step {step}: " + _summary(metrics) + f" ({metrics['seconds']} s)")
+                for line in per_class_report(metrics):
+                    self.log(line)
                 if self.dist.is_main:
                     write_results(self.out)
             if self.on_step is not None and self.dist.is_main:
@@ -326,6 +329,15 @@ def check_completed_steps(saved: TrainConfig, current: TrainConfig, done: list[i
             if step and saved.for_step(step) != current.for_step(step):
                 raise ReminderError(f"step {step} of {current.out} is complete with other options; use another "
                                     f"--out, or the options it was trained with")
+
+
+def per_class_report(metrics: dict) -> list[str]:
+    """The per-class IoU table of a step's evaluation, and a warning naming each class that
+    is not learnt (contracts.quality's rule), with its pixel share and what helps."""
+    iou = metrics.get("iou") or {}
+    weak = weak_classes(iou)
+    return (["per-class IoU:"] + iou_table(iou, weak)
+            + describe_weak(weak, where="the evaluation images", pixel_share=metrics.get("pixel_share")))
 
 
 def _summary(metrics: dict) -> str:
@@ -377,6 +389,7 @@ def evaluate_run(run: str | Path, *, step: int | None = None, data=None, progres
                                   device=runner.device, progress=progress)
         metrics = {"step": t, **step_metrics(matrix, runner.scenario, t, runner.data.spec.class_names)}
         log(f"step {t}: " + _summary(metrics))
-        log("  " + "  ".join(f"{name} {'-' if v is None else f'{100 * v:.1f}'}" for name, v in metrics["iou"].items()))
+        for line in per_class_report(metrics):
+            log(line)
         out.append(metrics)
     return out

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import torch
 
+from reminder.contracts.quality import describe_weak, weak_classes
 from reminder.update.frames import Frame, FrameDataset
 
 
@@ -65,6 +66,9 @@ def format_report(report: dict) -> str:
         shown = "not measured (no held-out frame)" if value is None or not report["holdout_frames"] \
             else f"{100 * value:.1f}% on {report['holdout_frames']} held-out frames"
         lines.append(f"new class {name}: IoU {shown}")
+    if report["holdout_frames"]:
+        lines += describe_weak(weak_classes(report["new_iou"], background=""),
+                               where=f"{report['holdout_frames']} held-out frames")
     agreement = report["old_agreement"]
     lines.append("old classes: " + ("no confident old-class pixel to compare" if agreement is None else
                                     f"{100 * agreement:.1f}% of {report['old_pixels_compared']} pixels the parent "

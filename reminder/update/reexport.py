@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reminder.bundle import manifest_sha256
+from reminder.contracts import ClassTable
+from reminder.contracts.quality import weak_classes
 from reminder.update.frames import Frame, NewClass
 
 
@@ -26,9 +28,13 @@ def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[
         "step": int(parent.get("step", 0)) + 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "parent": {"version": parent["version"], "manifest_sha256": manifest_sha256(folder)},
-        "classes": [{"id": i, "name": name, "color": list(color)} for i, (name, color) in enumerate(table)],
+        "classes": ClassTable(tuple(n for n, _ in table), tuple(c for _, c in table),
+                              where="the updated bundle").to_manifest(),
         "artifacts": {}, "skipped": {}, "files": {}, "parity": {},
         "metrics": {"new_iou": report["new_iou"], "old_agreement": report["old_agreement"]},
+        "quality": {"per_class_iou": report["new_iou"], "new_classes": [c.name for c in classes],
+                    "weak": weak_classes(report["new_iou"], background=""),
+                    "measured_on": "the update's held-out frames (new classes only)"},
         "update": report,
     })
     model = dict(manifest.get("model") or {})

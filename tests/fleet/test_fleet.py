@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import write_video
-from fleet_helpers import QUIET, _current, _device, _renamed, _still_on, _version
+from fleet_helpers import PUBLISH, QUIET, _current, _device, _renamed, _still_on, _version
 from fleet_helpers import installed, server  # noqa: F401  (fixtures)
 from reminder.errors import ReminderError
 from reminder.bundle import file_entry, read_manifest, write_manifest
@@ -22,8 +22,8 @@ from reminder.runtime.stream import Stream
 def test_two_devices_two_channels_and_a_running_stream_switches(server, bundles, frames, tmp_path):
     httpd, repo, url = server
     fleet.init_repository(repo)
-    fleet.publish(repo, bundles[0], channel="stable", **QUIET)
-    fleet.publish(repo, bundles[1], channel="beta", **QUIET)
+    fleet.publish(repo, bundles[0], channel="stable", **PUBLISH)
+    fleet.publish(repo, bundles[1], channel="beta", **PUBLISH)
     camera, lab = tmp_path / "camera", tmp_path / "lab"
     assert _device(camera, url, repo, "stable")["installed"] == _version(bundles[0])
     assert _device(lab, url, repo, "beta")["installed"] == _version(bundles[1])
@@ -40,7 +40,7 @@ def test_two_devices_two_channels_and_a_running_stream_switches(server, bundles,
     runner.start()
     while len(seen) < 5:
         time.sleep(0.01)
-    fleet.publish(repo, bundles[1], channel="stable", **QUIET)
+    fleet.publish(repo, bundles[1], channel="stable", **PUBLISH)
     status = _device(camera, url, repo)
     runner.join(timeout=60)
     assert status["installed"] == _version(bundles[1]) and status["previous"] == [_version(bundles[0])]
@@ -64,7 +64,7 @@ def test_two_devices_two_channels_and_a_running_stream_switches(server, bundles,
 
 def test_tampered_bundle_is_refused(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     [archive] = list((repo / "targets" / "channels" / "stable").glob("*-B.tar"))
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -77,7 +77,7 @@ def test_tampered_bundle_is_refused(installed, bundles, tmp_path):
 
 def test_tampered_metadata_is_refused(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     timestamp = json.loads((repo / "metadata" / "timestamp.json").read_text())
     timestamp["signed"]["expires"] = "2099-01-01T00:00:00Z"  # changed without the key
     (repo / "metadata" / "timestamp.json").write_text(json.dumps(timestamp))
@@ -88,7 +88,7 @@ def test_tampered_metadata_is_refused(installed, bundles, tmp_path):
 
 def test_expired_metadata_is_refused_until_re_signed(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), expires={"timestamp": -1}, **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), expires={"timestamp": -1}, **PUBLISH)
     with pytest.raises(ReminderError, match="ExpiredMetadataError"):
         _device(device, url, repo)
     _still_on(device, old)
@@ -106,7 +106,7 @@ def test_replayed_old_metadata_is_refused(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
     saved = tmp_path / "old-metadata"
     shutil.copytree(repo / "metadata", saved)
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     assert _device(device, url, repo)["installed"] == "B"
     shutil.copyfile(saved / "timestamp.json", repo / "metadata" / "timestamp.json")
     with pytest.raises(ReminderError, match="BadVersionNumberError"):
@@ -124,7 +124,7 @@ def test_wrong_trusted_root_is_refused(installed, bundles, tmp_path):
 
 def test_download_cut_off_then_completed(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     httpd.cut = True
     with pytest.raises(ReminderError, match="update refused"):
         _device(device, url, repo)
@@ -138,7 +138,7 @@ def test_killed_during_unpack_or_before_the_switch(installed, bundles, tmp_path,
     """The process dies (os._exit, no clean-up) at that moment; the device still runs the old
     version, and the next sync completes."""
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     script = ("import os, sys\n"
               "from reminder import fleet\n"
               "def log(message):\n"
@@ -155,7 +155,7 @@ def test_killed_during_unpack_or_before_the_switch(installed, bundles, tmp_path,
 def test_disk_full_during_download(installed, bundles, tmp_path):
     """A write limit (RLIMIT_FSIZE, the way a full disk fails writes) stops the download."""
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     script = ("import resource, signal\n"
               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
               "resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))\n"
@@ -178,7 +178,7 @@ def test_bundle_failing_its_smoke_test_is_not_switched(installed, bundles, tmp_p
     manifest = read_manifest(broken)
     manifest["artifacts"]["onnx"].update(file_entry(broken / "model.onnx"))  # hashes consistent, model broken
     write_manifest(broken, manifest)
-    fleet.publish(repo, broken, **QUIET)
+    fleet.publish(repo, broken, **PUBLISH)
     with pytest.raises(ReminderError, match="B failed its smoke test, not installed"):
         _device(device, url, repo)
     _still_on(device, old)
@@ -187,7 +187,7 @@ def test_bundle_failing_its_smoke_test_is_not_switched(installed, bundles, tmp_p
 
 def test_runtime_reports_unhealthy_and_the_device_rolls_back(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     _device(device, url, repo)
     write_health(device, "B", False, "CUDA error: no kernel image for this GPU")
     status = _device(device, url, repo)

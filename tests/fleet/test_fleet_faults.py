@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fleet_helpers import QUIET, _current, _device, _renamed, _still_on
+from fleet_helpers import PUBLISH, QUIET, _current, _device, _renamed, _still_on
 from fleet_helpers import installed, server  # noqa: F401  (fixtures)
 from reminder import bundle as bundle_format
 from reminder import fleet
@@ -29,7 +29,7 @@ def _publish_unchecked(monkeypatch, repo, bundle, **options):
     """Publish as a compromised or older publisher would: without this version's name checks."""
     with monkeypatch.context() as patch:
         patch.setattr(bundle_format, "check_name", lambda value, what: value)
-        return fleet.publish(repo, bundle, **QUIET, **options)
+        return fleet.publish(repo, bundle, **PUBLISH, **options)
 
 
 @pytest.mark.parametrize("version", ["..", "../../victim"])
@@ -44,7 +44,7 @@ def test_a_version_that_is_a_path_is_refused_on_publish_and_on_the_device(instal
     manifest["version"] = version
     (evil / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ReminderError, match="version"):
-        fleet.publish(repo, evil, **QUIET)
+        fleet.publish(repo, evil, **PUBLISH)
     _publish_unchecked(monkeypatch, repo, evil)
     with pytest.raises(ReminderError, match="version"):
         _device(device, url, repo)
@@ -63,7 +63,7 @@ def test_keys_are_not_in_the_served_folder(server, bundles, tmp_path):
     assert not list(repo.rglob("*.pem"))
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"{url}/keys/targets.pem")
-    fleet.publish(repo, bundles[0], **QUIET)  # finds its keys beside the repository
+    fleet.publish(repo, bundles[0], **PUBLISH)  # finds its keys beside the repository
     assert not list(repo.rglob("*.pem"))
 
 
@@ -75,9 +75,9 @@ def test_a_repository_with_keys_inside_is_refused_until_they_move(server, bundle
     keys = repo.parent / f"{repo.name}.keys"
     keys.rename(repo / "keys")  # the layout of older releases: keys in the served folder
     with pytest.raises(ReminderError, match="private keys are inside the repository"):
-        fleet.publish(repo, bundles[0], **QUIET)
+        fleet.publish(repo, bundles[0], **PUBLISH)
     (repo / "keys").rename(keys)
-    fleet.publish(repo, bundles[0], **QUIET)
+    fleet.publish(repo, bundles[0], **PUBLISH)
 
 
 def _reclassed(bundle, tmp_path, version, names):
@@ -92,12 +92,12 @@ def _reclassed(bundle, tmp_path, version, names):
 def test_a_bundle_with_another_class_list_is_refused_unless_marked_a_reset(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
     names = [f"thing{i}" for i in range(len(read_manifest(bundles[0])["classes"]))]
-    fleet.publish(repo, _reclassed(bundles[0], tmp_path, "other", names), **QUIET)
+    fleet.publish(repo, _reclassed(bundles[0], tmp_path, "other", names), **PUBLISH)
     with pytest.raises(ReminderError, match="classes do not extend the installed"):
         _device(device, url, repo)
     _still_on(device, old)
     assert fleet.read_status(device)["last_sync"]["result"] == "refused"
-    fleet.publish(repo, _reclassed(bundles[0], tmp_path, "reset", names), reset_classes=True, **QUIET)
+    fleet.publish(repo, _reclassed(bundles[0], tmp_path, "reset", names), reset_classes=True, **PUBLISH)
     assert _device(device, url, repo)["installed"] == "reset"
 
 
@@ -105,10 +105,10 @@ def test_republishing_a_version_with_other_content_is_refused(installed, bundles
     httpd, repo, url, device, old = installed
     other = _renamed(bundles[1], tmp_path, old)  # same version, other weights
     with pytest.raises(ReminderError, match=f"{old} is already published with other content"):
-        fleet.publish(repo, other, **QUIET)
-    fleet.publish(repo, bundles[0], **QUIET)  # the same content again is harmless
+        fleet.publish(repo, other, **PUBLISH)
+    fleet.publish(repo, bundles[0], **PUBLISH)  # the same content again is harmless
     monkeypatch.setattr(fleet.repository, "_check_republish", lambda *args: None)
-    fleet.publish(repo, other, **QUIET)
+    fleet.publish(repo, other, **PUBLISH)
     with pytest.raises(ReminderError, match="other content than the installed"):
         _device(device, url, repo)
     _still_on(device, old)
@@ -116,7 +116,7 @@ def test_republishing_a_version_with_other_content_is_refused(installed, bundles
 
 def test_a_second_sync_waits_for_the_first_or_says_it_runs(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     lock = open(device / ".sync.lock", "a")
     fcntl.flock(lock, fcntl.LOCK_EX)
     with pytest.raises(ReminderError, match="another sync is running"):
@@ -129,7 +129,7 @@ def test_a_second_sync_waits_for_the_first_or_says_it_runs(installed, bundles, t
 
 def test_concurrent_syncs_never_refuse_a_good_version(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     errors = []
 
     def one():
@@ -150,7 +150,7 @@ def test_concurrent_syncs_never_refuse_a_good_version(installed, bundles, tmp_pa
 
 def test_a_local_failure_does_not_refuse_the_version(installed, bundles, tmp_path, monkeypatch):
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     real = os.replace
     failed = []
 
@@ -184,7 +184,7 @@ def test_a_corrupt_status_is_rebuilt(installed, bundles, tmp_path, content):
     status = fleet.read_status(device, log=messages.append)
     assert status["installed"] == old and "rebuilt" in messages[0]
     (device / "status.json").write_text(content)
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     assert _device(device, url, repo)["installed"] == "B"
     (device / "status.json").write_text(content)
     assert fleet.rollback(device, **QUIET)["installed"] in (old, "B")
@@ -193,7 +193,7 @@ def test_a_corrupt_status_is_rebuilt(installed, bundles, tmp_path, content):
 def test_downloads_are_pruned(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
     for i in range(5):
-        fleet.publish(repo, _renamed(bundles[0], tmp_path, f"v{i}"), **QUIET)
+        fleet.publish(repo, _renamed(bundles[0], tmp_path, f"v{i}"), **PUBLISH)
         _device(device, url, repo, keep=2)
     assert len(list((device / "downloads").glob("*.tar"))) <= 2
     assert len([p for p in (device / "versions").iterdir()]) <= 2
@@ -249,7 +249,7 @@ def test_a_device_without_onnxruntime_retries_instead_of_refusing(installed, bun
     import sys
 
     httpd, repo, url, device, old = installed
-    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **QUIET)
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
         patch.setitem(sys.modules, "openvino", None)
@@ -258,3 +258,20 @@ def test_a_device_without_onnxruntime_retries_instead_of_refusing(installed, bun
     status = fleet.read_status(device)
     assert "B" not in status.get("refused", []) and status["installed"] == old
     assert _device(device, url, repo)["installed"] == "B"
+
+
+def test_a_bundle_whose_new_class_is_not_learnt_is_refused_unless_allowed(installed, bundles, tmp_path):
+    from reminder.contracts.quality import weak_classes
+
+    httpd, repo, url, device, old = installed
+    weak = _renamed(bundles[1], tmp_path, "weak")
+    manifest = read_manifest(weak)
+    new = manifest["classes"][-1]["name"]
+    iou = {c["name"]: 0.6 for c in manifest["classes"]} | {new: 0.01}
+    manifest["quality"] = {"per_class_iou": iou, "new_classes": [new], "weak": weak_classes(iou)}
+    write_manifest(weak, manifest)
+    logs = []
+    with pytest.raises(ReminderError, match=rf"adds classes that are not learnt: {new} \(IoU 1.0 is under 10\)"):
+        fleet.publish(repo, weak, log=logs.append)
+    assert any(line.endswith("<- not learnt") and new in line for line in logs)
+    assert fleet.publish(repo, weak, allow_weak_classes=True, **QUIET)["version"] == "weak"

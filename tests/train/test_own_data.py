@@ -194,3 +194,33 @@ def test_a_moved_run_works_where_it_is(days, tmp_path, monkeypatch):
     result = _cli("export", "run v1.0", "--out", "b3", "--step", "0")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "b3" / "manifest.json").read_text())["version"] == "run-v1.0-step0"
+
+
+def test_eval_names_every_class_that_is_not_learnt(run, days):
+    from reminder.contracts.quality import weak_classes
+
+    steps = json.loads(_cli("eval", run, "--step", "1", "--json").output)
+    text = _cli("eval", run, "--step", "1").output
+    assert "per-class IoU:" in text
+    weak = [w["name"] for w in weak_classes(steps[0]["iou"])]
+    for name in weak:
+        assert f"WARNING: class {name!r} is not learnt" in text
+    assert text.count("WARNING: class") == len(weak)
+    manifest = json.loads((run / "bundles" / "step1" / "manifest.json").read_text())
+    assert manifest["quality"]["new_classes"] == ["cart"]
+    assert manifest["quality"]["per_class_iou"] == manifest["metrics"]["iou"]
+
+
+def test_threads_are_the_physical_cores_unless_given(days, tmp_path, monkeypatch):
+    import torch
+
+    from reminder.train.threads import physical_cores, set_threads
+
+    assert 1 <= physical_cores() <= (len(__import__("os").sched_getaffinity(0)))
+    assert set_threads(1, log=lambda m: None) == 1 and torch.get_num_threads() == 1
+    monkeypatch.setattr("os.getloadavg", lambda: (99.0, 99.0, 99.0))
+    said = []
+    assert set_threads(None, log=said.append) == physical_cores()
+    assert said and "busy" in said[0] and "--threads 1" in said[0]
+    result = _cli("eval", tmp_path / "missing", "--threads", "0")
+    assert result.exit_code == 2 and "--threads" in result.output

@@ -1,0 +1,24 @@
+"""The rule that names a class that is not learnt (contracts.quality), on hand-made numbers."""
+
+from reminder.contracts.quality import describe_weak, iou_table, weak_classes
+
+
+def test_a_class_under_the_floor_or_a_third_of_the_median_is_weak():
+    iou = {"background": 0.95, "road": 0.88, "lane_marking": 0.12, "crack": 0.0, "pothole": None, "manhole": 0.5}
+    weak = {w["name"]: w for w in weak_classes(iou)}
+    # others' median (background left out): lane_marking sees {0.88, 0.0, 0.5} -> 0.5, a third is 0.167
+    assert set(weak) == {"lane_marking", "crack"}
+    assert "under 10" in weak["crack"]["why"] and "a third of the other classes' median (50.0)" in weak[
+        "lane_marking"]["why"]
+    assert "pothole" not in weak  # not in the evaluation data: not judged
+    assert weak_classes(iou, among=["road", "manhole"]) == []
+    assert [w["name"] for w in weak_classes({"debris": 0.02}, background="")] == ["debris"]
+
+
+def test_the_warning_names_the_class_its_share_and_the_knobs():
+    weak = weak_classes({"background": 0.9, "crack": 0.0})
+    [line] = describe_weak(weak, where="validation", pixel_share={"crack": 0.0031})
+    assert line.startswith("WARNING: class 'crack' is not learnt") and "0.31% of the labelled pixels" in line
+    assert "--crop-size" in line and "docs/own-data.md" in line
+    table = iou_table({"background": 0.9, "crack": 0.0}, weak)
+    assert table[1].endswith("<- not learnt") and "90.0" in table[0]
