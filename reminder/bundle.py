@@ -139,10 +139,29 @@ def verify_bundle(bundle: str | Path) -> dict:
     return manifest
 
 
-def pack_bundle(bundle: str | Path, tar_path: str | Path) -> Path:
-    """Verify ``bundle`` and write it as an uncompressed ``.tar`` (sorted, fixed metadata)."""
-    bundle = Path(bundle)
+def _archived_manifest(tar_path: Path) -> bytes | None:
+    """The manifest bytes of a bundle archive (its first entry), or None for any other file."""
+    try:
+        with tarfile.open(tar_path, "r:") as tar:
+            first = tar.next()
+            if first is None or first.name != MANIFEST or not first.isfile() or first.size > 16 * 1024 * 1024:
+                return None
+            handle = tar.extractfile(first)
+            return handle.read() if handle is not None else None
+    except (tarfile.TarError, OSError):
+        return None
+
+
+def pack_bundle(bundle: str | Path, tar_path: str | Path, *, force: bool = False) -> Path:
+    """Verify ``bundle`` and write it as an uncompressed ``.tar`` (sorted, fixed metadata).
+    An existing ``tar_path`` is replaced only when it is an archive of this same bundle
+    (the same manifest), or with ``force``: never someone else's file."""
+    bundle, tar_path = Path(bundle), Path(tar_path)
     manifest = verify_bundle(bundle)
+    if tar_path.exists() and not force:
+        if tar_path.is_dir() or _archived_manifest(tar_path) != (bundle / MANIFEST).read_bytes():
+            raise ReminderError(f"{tar_path} is not an archive of this bundle; choose another output, or force "
+                                f"(--force) to replace it")
     names = [MANIFEST] + sorted(listed_files(manifest))  # the manifest first: unpacking reads it first
 
     def write(tmp: Path) -> None:
@@ -156,6 +175,25 @@ def pack_bundle(bundle: str | Path, tar_path: str | Path) -> Path:
                     tar.addfile(info, handle)
 
     return atomic_write(Path(tar_path), write)
+
+
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")  # gzip, bzip2, xz, zstd
+
+
+def _read_problem(tar_path: Path, error: Exception) -> str:
+    """Why tarfile could not read an archive: compressed (by its magic bytes), cut short, or
+    tarfile's own words."""
+    try:
+        with open(tar_path, "rb") as handle:
+            head = handle.read(8)
+        size = tar_path.stat().st_size
+    except OSError:
+        return str(error)
+    if head.startswith(_COMPRESSED):
+        return "compressed archives are not accepted (unpack it, or pack with `reminder bundle pack`)"
+    if "unexpected end of data" in str(error) or size % 512:
+        return f"it is truncated ({size} bytes; a tar is whole 512-byte blocks): download or copy it again"
+    return str(error)
 
 
 def unpack_bundle(tar_path: str | Path, destination: str | Path) -> Path:
@@ -177,15 +215,15 @@ def unpack_bundle(tar_path: str | Path, destination: str | Path) -> Path:
             with tarfile.open(tar_path, "r:") as tar:
                 _extract(tar, tar_path, staging)
         except tarfile.ReadError as error:
-            compressed = tarfile.is_tarfile(tar_path)
-            raise ReminderError(f"cannot read bundle archive {tar_path}: " + (
-                "compressed archives are not accepted (unpack it, or pack with `reminder bundle pack`)"
-                if compressed else str(error))) from None
+            raise ReminderError(f"cannot read bundle archive {tar_path}: {_read_problem(tar_path, error)}") from None
         except (tarfile.TarError, EOFError) as error:
             raise ReminderError(f"cannot read bundle archive {tar_path}: {error}") from None
         except OSError as error:  # the disk, not the archive
             raise LocalError(f"cannot unpack bundle archive {tar_path} into {destination.parent}: {error}") from None
         verify_bundle(staging)
+        for path in staging.iterdir():  # a bundle's modes, whatever the umask: another user (a service) reads it
+            path.chmod(0o644)
+        staging.chmod(0o755)  # mkdtemp made it 0700
         os.replace(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -237,14 +275,21 @@ def check_output_folder(out: str | Path, name: str, *, protect=(), force: bool =
     ``protect`` (a parent bundle, a run folder) nor a folder that contains one, force or not."""
     out = Path(out)
     resolved = out.resolve()
+    inside = None
     for path in protect:
         path = Path(path).resolve()
         if resolved == path or resolved in path.parents:
             raise ReminderError(f"--out {out} would replace {path}, which must be kept; choose another folder")
+        if path in resolved.parents:
+            inside = path
     if not out.exists() and not out.is_symlink():
         return out
     if not out.is_dir() or out.is_symlink():
         raise ReminderError(f"--out {out} exists and is not a folder")
+    if inside is not None and force and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        # a step of the run (its checkpoint, metrics) is never replaced, force or not
+        raise ReminderError(f"--out {out} is inside {inside} and holds files that are not a bundle; --force never "
+                            f"replaces those: choose another folder")
     if not any(out.iterdir()) or force:
         return out
     try:
@@ -256,6 +301,39 @@ def check_output_folder(out: str | Path, name: str, *, protect=(), force: bool =
         raise ReminderError(f"--out {out} holds {what}; a bundle named {name!r} replaces only a bundle of its own "
                             f"name (pass --force to replace it anyway)")
     return out
+
+
+def remove_stale_staging(out: str | Path, *, legacy_age: float = 3600.0) -> list[Path]:
+    """Remove the staging folders an export into ``out`` left beside it when it was killed:
+    ``.OUT.staging-PID-*`` and ``.OUT.old-PID`` whose process is gone, and the older
+    ``.OUT.XXXXXXXX`` form (no process id) once it is an hour old. Nothing else is touched."""
+    import time
+
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(?:staging-(\d+)-[a-z0-9_]+|old-(\d+)|([a-z0-9_]{{8}}))")
+    removed = []
+    for path in out.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match is None or not path.is_dir() or path.is_symlink():
+            continue
+        pid = match.group(1) or match.group(2)
+        stale = not _alive(int(pid)) if pid else time.time() - path.stat().st_mtime > legacy_age
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def open_bundle(path: str | Path, workdir: str | Path | None = None) -> tuple[Path, dict]:

@@ -6,10 +6,12 @@ version in place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -79,3 +81,42 @@ def read_json(path: str | os.PathLike, *, kind: type = dict):
     if not isinstance(value, kind):
         raise ReminderError(f"{path} must hold a JSON {kind.__name__}, not {type(value).__name__}")
     return value
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, *, what: str = "folder", log: Callable[[str], None] | None = None):
+    """Hold ``FOLDER/.lock`` (an flock) for the block: one process at a time trains,
+    increments or exports a run. A second one waits, saying so through ``log``. The lock is
+    re-entrant within a thread (an export inside a training step), and the kernel drops it
+    when the process dies, so a killed run never leaves it held."""
+    import fcntl
+
+    folder = Path(folder)
+    key = str(folder.resolve())
+    held = getattr(_held, "paths", None)
+    if held is None:
+        held = _held.paths = {}
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log is not None:
+                log(f"another reminder process is working on {what} {folder}; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held.pop(key, None)
+            fcntl.flock(handle, fcntl.LOCK_UN)

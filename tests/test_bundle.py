@@ -156,3 +156,66 @@ def test_manifest_must_come_first(bundle, tmp_path):
     with pytest.raises(ReminderError, match="manifest.json must be the archive's first entry"):
         unpack_bundle(reordered, tmp_path / "out")
     assert verify_bundle(unpack_bundle(packed, tmp_path / "ok"))["version"] == read_manifest(bundle)["version"]
+
+
+def test_pack_never_replaces_a_file_that_is_not_this_bundle(bundle, tmp_path):
+    """`bundle pack pk/wh-1.5` wrote pk/wh-1.tar (with_suffix), replacing another bundle's
+    archive, and `--out notes.txt` overwrote any file."""
+    from click.testing import CliRunner
+
+    from reminder.cli import main
+
+    versioned = shutil.copytree(bundle, tmp_path / "pk" / "wh-1.5")
+    other = tmp_path / "pk" / "wh-1.tar"
+    other.write_bytes(b"another bundle's archive")
+    result = CliRunner().invoke(main, ["bundle", "pack", str(versioned)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pk" / "wh-1.5.tar").is_file() and other.read_bytes() == b"another bundle's archive"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    result = CliRunner().invoke(main, ["bundle", "pack", str(versioned), "--out", str(notes)])
+    assert result.exit_code == 2 and "notes.txt is not an archive of this bundle" in result.output
+    assert notes.read_text() == "precious"
+    # the same bundle packed again replaces its own archive; --force replaces anything
+    assert pack_bundle(versioned, tmp_path / "pk" / "wh-1.5.tar") == tmp_path / "pk" / "wh-1.5.tar"
+    with pytest.raises(ReminderError, match="is not an archive of this bundle"):
+        pack_bundle(versioned, other)
+    assert pack_bundle(versioned, notes, force=True) == notes and tarfile.is_tarfile(notes)
+
+
+def test_stale_staging_folders_of_killed_exports_are_removed(tmp_path):
+    """SIGKILL during export left `.OUT.XXXX` staging folders (up to 5 MB) that later exports
+    never removed. Only this program's staging names are touched: of dead processes, or,
+    without a process id (the older form), once an hour old."""
+    import os
+    import sys
+    import time
+
+    from reminder.bundle import remove_stale_staging
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {"dead": f".b.staging-{dead.pid}-ab12cd34", "alive": f".b.staging-{os.getpid()}-ab12cd34",
+             "old": ".b.k3j4h5g6", "young": ".b.q1w2e3r4", "user": ".b.my-notes", "other": ".c.staging-1-x",
+             "replaced": f".b.old-{dead.pid}"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.onnx").write_bytes(b"x")
+    os.utime(tmp_path / names["old"], (time.time() - 7200, time.time() - 7200))
+    removed = {p.name for p in remove_stale_staging(tmp_path / "b")}
+    assert removed == {names["dead"], names["old"], names["replaced"]}
+    assert {p.name for p in tmp_path.iterdir()} == {names[k] for k in ("alive", "young", "user", "other")}
+
+
+def test_a_truncated_archive_is_called_truncated_and_a_compressed_one_compressed(bundle, tmp_path):
+    import gzip
+
+    tar = pack_bundle(bundle, tmp_path / "b.tar")
+    data = tar.read_bytes()
+    for cut in (len(data) // 2 + 100, len(data) // 2 // 512 * 512 + 512 * 3 + 7):
+        (tmp_path / "cut.tar").write_bytes(data[:cut])
+        with pytest.raises(ReminderError, match=r"cut.tar: it is truncated \(\d+ bytes"):
+            unpack_bundle(tmp_path / "cut.tar", tmp_path / f"out{cut}")
+    (tmp_path / "b.tar.gz").write_bytes(gzip.compress(data))
+    with pytest.raises(ReminderError, match="compressed archives are not accepted"):
+        unpack_bundle(tmp_path / "b.tar.gz", tmp_path / "gz")

@@ -85,11 +85,13 @@ def bundle_verify(path: Path) -> None:
 @bundle.command("pack")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Archive (default: PATH.tar).")
-def bundle_pack(path: Path, out: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace --out even when it is not an archive of this bundle.")
+def bundle_pack(path: Path, out: Path | None, force: bool) -> None:
     """Write a verified bundle folder as one .tar for transport."""
     from reminder.bundle import pack_bundle
 
-    click.echo(f"packed {pack_bundle(path, out or path.with_suffix('.tar'))}")
+    # PATH.tar, also for a folder named like a version (wh-1.5: not wh-1.tar)
+    click.echo(f"packed {pack_bundle(path, out or path.parent / (path.name + '.tar'), force=force)}")
 
 
 @bundle.command("inspect")

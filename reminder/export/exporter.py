@@ -17,9 +17,9 @@ from reminder.data.classes import voc_palette
 from reminder.data.samples import read_image
 from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reminder.errors import ReminderError
-from reminder.io import read_json
+from reminder.io import folder_lock, read_json
 from reminder.bundle import (BUNDLE_FORMAT, check_name, check_output_folder, file_entry, manifest_sha256,
-                             read_manifest, write_manifest)
+                             read_manifest, remove_stale_staging, write_manifest)
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder
@@ -89,6 +89,16 @@ def each_step_exporter(formats: str, *, log: Callable[[str], None] = print) -> C
     return export_step
 
 
+def _holding_the_run_lock(export):
+    """A training or an increment of the same run waits for the export, or it for them."""
+    @functools.wraps(export)
+    def locked(run, **options):
+        with folder_lock(run, what="run", log=options.get("log", print)):
+            return export(run, **options)
+    return locked
+
+
+@_holding_the_run_lock
 def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] = "onnx", step: int | None = None,
                   output: str = "labels", images: str | Path | None = None, parity_images: int = 8,
                   parity_threshold: float = 0.999, parent: str | Path | None = None, name: str | None = None,
@@ -191,7 +201,8 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
                                              margin=0.5)
     manifest["input"]["profile"] = trt_profile.to_json()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
     try:
         metadata = {"reminder_manifest_version": manifest["version"], "classes": json.dumps(manifest["classes"]),
                     "step": str(manifest["step"]), "input": json.dumps(manifest["input"]), "output": module.output}

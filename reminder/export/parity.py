@@ -21,7 +21,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def images_from_folder(folder: str | Path, limit: int = 8) -> list[np.ndarray]:
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReminderError(f"image folder {folder} " + ("is a file: give the folder that holds the images"
+                                                         if folder.exists() else "does not exist"))
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not paths:
         raise ReminderError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return [read_image(p) for p in paths]

@@ -14,6 +14,7 @@ started again gives the same results as one that was not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -27,9 +28,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from reminder.data.classes import voc_palette
 from reminder.data.splits import load_scenario
 from reminder.data.transforms import eval_transform, train_transform
-from reminder.contracts.quality import describe_weak, iou_table, weak_classes
+from reminder.contracts.quality import per_class_report
 from reminder.errors import ReminderError
-from reminder.io import atomic_write_text
+from reminder.io import atomic_write_text, folder_lock
 from reminder.models import build_segmenter
 from reminder.train.checkpoint import (check_compatible, completed_steps, load_model, load_tensors, read_meta,
                                        save_model, save_tensors, step_file_hashes)
@@ -94,6 +95,8 @@ class ScenarioRunner:
         self.method = build_method(config.method, config)
         self.data = load_run_data(config, cache_dir=config.cache_dir or self.out / "cache",
                                   progress=progress and self.dist.is_main)
+        for note in (n for d in getattr(self.data, "datasets", []) for n in d.notes):
+            self.log(f"WARNING: {note}")
         self.scenario = self.data.scenario
 
     def enter(self, step: int) -> None:
@@ -284,6 +287,11 @@ class ScenarioRunner:
 
     # -- whole scenario ---------------------------------------------------------------
     def run(self) -> dict:
+        """Every step, the main process holding the run folder's lock (other ranks follow it)."""
+        with folder_lock(self.out, what="run", log=self.log) if self.dist.is_main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> dict:
         self.prepare()
         for step in range(self.scenario.num_steps):
             self.enter(step)
@@ -329,15 +337,6 @@ def check_completed_steps(saved: TrainConfig, current: TrainConfig, done: list[i
             if step and saved.for_step(step) != current.for_step(step):
                 raise ReminderError(f"step {step} of {current.out} is complete with other options; use another "
                                     f"--out, or the options it was trained with")
-
-
-def per_class_report(metrics: dict) -> list[str]:
-    """The per-class IoU table of a step's evaluation, and a warning naming each class that
-    is not learnt (contracts.quality's rule), with its pixel share and what helps."""
-    iou = metrics.get("iou") or {}
-    weak = weak_classes(iou)
-    return (["per-class IoU:"] + iou_table(iou, weak)
-            + describe_weak(weak, where="the evaluation images", pixel_share=metrics.get("pixel_share")))
 
 
 def _summary(metrics: dict) -> str:

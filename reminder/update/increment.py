@@ -20,6 +20,7 @@ This room imports torch: it runs where PyTorch is installed (JetPack ships it).
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,11 +94,12 @@ def _check_request(classes: Sequence[NewClass | str], options: UpdateOptions) ->
     return classes
 
 
-def _open_parent(bundle: str | Path, out: Path, options: UpdateOptions) -> tuple[Path, dict, list[Path]]:
-    """The verified parent, and the paths ``out`` must never replace (the parent, as given
-    and unpacked), checked now, before any training."""
+def _open_parent(bundle: str | Path, out: Path, options: UpdateOptions,
+                 workdir: Path) -> tuple[Path, dict, list[Path]]:
+    """The verified parent (a ``.tar`` is unpacked into ``workdir``), and the paths ``out``
+    must never replace (the parent, as given and unpacked), checked now, before any training."""
     source = Path(bundle)
-    folder, manifest = open_bundle(source)
+    folder, manifest = open_bundle(source, workdir)
     protect = [folder, source]
     if out.resolve() in (folder.resolve(), source.resolve()):
         raise ReminderError("--out must differ from the parent bundle, which an update never modifies")
@@ -135,14 +137,23 @@ def _training_config(options: UpdateOptions, *, images: Path, out: Path, crop: i
 def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, classes: Sequence[NewClass | str],
                   out: str | Path, options: UpdateOptions = UpdateOptions(), progress: bool = True,
                   log: Callable[[str], None] = print) -> UpdateResult:
-    """Teach ``bundle`` the ``classes`` from the frames in ``images`` / ``masks``; write ``out``."""
+    """Teach ``bundle`` the ``classes`` from the frames in ``images`` / ``masks``; write ``out``.
+    A ``.tar`` parent is unpacked into a temporary folder that is removed afterwards,
+    whether the update succeeds or not."""
+    with tempfile.TemporaryDirectory(prefix="reminder-parent-") as workdir:
+        return _update_bundle(bundle, images=images, masks=masks, classes=classes, out=out, options=options,
+                              progress=progress, log=log, workdir=Path(workdir))
+
+
+def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOptions, progress: bool, log,
+                   workdir: Path) -> UpdateResult:
     from reminder.train.prototypes import compute_prototypes, merge_prototypes
     from reminder.train.run import resolve_device
 
     started = time.perf_counter()
     classes = _check_request(classes, options)                                  # 1. the request
     out = Path(out)
-    folder, parent, protect = _open_parent(bundle, out, options)
+    folder, parent, protect = _open_parent(bundle, out, options, workdir)
     device = resolve_device(options.device)
     amp = options.amp if options.amp != "auto" else _auto_amp(device, options)
     _seed(options.seed)

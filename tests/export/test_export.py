@@ -237,3 +237,35 @@ def test_tensorrt_options_without_the_tensorrt_format_are_refused(reminder_run, 
     with pytest.raises(ReminderError, match="trt_sizes is an option of the tensorrt format"):
         export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,torchscript", trt_sizes=[(64, 64)], **QUIET)
     assert not (tmp_path / "b").exists()
+
+
+def test_force_never_replaces_a_step_of_the_run(reminder_run, tmp_path):
+    """`export --out runs/wh/step1 --force` deleted that step's checkpoint and metrics."""
+    step = reminder_run / "step1"
+    before = sorted(p.name for p in step.iterdir())
+    with pytest.raises(ReminderError, match="is inside .* holds files that are not a bundle; --force never"):
+        export_bundle(reminder_run, out=step, formats="onnx", step=0, force=True, **QUIET)
+    assert sorted(p.name for p in step.iterdir()) == before and (step / "model.safetensors").is_file()
+
+
+def test_an_export_waits_for_the_process_that_holds_the_run(reminder_run, tmp_path):
+    """Two processes on one run left a step whose checkpoint did not match its hash: train,
+    increment and export now take the run folder's lock, and a second one waits."""
+    import subprocess
+    import sys
+    import time
+
+    from reminder.io import folder_lock
+
+    command = [sys.executable, "-m", "reminder.cli", "export", str(reminder_run), "--out", str(tmp_path / "b"),
+               "--step", "0"]
+    with folder_lock(reminder_run):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        said = [process.stdout.readline() for _ in range(1)]
+        while "another reminder process" not in said[-1] and said[-1] and len(said) < 20:
+            said.append(process.stdout.readline())  # (a library warning may come first)
+        time.sleep(2)
+        assert "another reminder process is working on run" in said[-1] and process.poll() is None
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    assert (tmp_path / "b" / "manifest.json").is_file()

@@ -218,3 +218,14 @@ def test_a_model_that_cannot_pass_even_mostly_float_is_refused_with_the_way_out(
                       int8_min_agreement=1.0, int8_max_miou_drop=-100.0, log=logs.append)
     assert any("most sensitive of" in line for line in logs)
     assert not (tmp_path / "b").exists()
+
+
+def test_image_folders_that_are_missing_or_files_are_one_line(runtime_run, tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    for folder, message in ((tmp_path / "nope", "nope does not exist"), (tmp_path / "a.jpg", "a.jpg is a file")):
+        with pytest.raises(ReminderError, match=f"image folder .*{message}"):
+            export_bundle(runtime_run, out=tmp_path / "b", formats="onnx-int8", step=0, calibration_images=folder,
+                          **QUIET)
+        with pytest.raises(ReminderError, match=f"image folder .*{message}"):
+            export_bundle(runtime_run, out=tmp_path / "b", formats="onnx", step=0, images=folder, **QUIET)
+    assert not (tmp_path / "b").exists()

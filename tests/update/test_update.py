@@ -345,3 +345,21 @@ def test_an_int8_child_below_its_gate_still_leaves_an_fp32_child(int8_bundle, sh
     with pytest.raises(ReminderError, match=r"agreement must be in \(0, 1\]"):
         update_bundle(int8_bundle, images=sheep_frames / "images", masks=sheep_frames / "masks", classes=["sheep"],
                       out=tmp_path / "x", options=UpdateOptions(int8_min_agreement=1.5), **QUIET)
+
+
+def test_a_tar_parent_leaves_nothing_in_the_temporary_folder(bundles, sheep_frames, tmp_path, monkeypatch):
+    """Every update of a .tar parent left the unpacked parent (10 MB) in $TMPDIR."""
+    import tempfile
+
+    from reminder.bundle import pack_bundle
+
+    parent = pack_bundle(bundles[0], tmp_path / "parent.tar")
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    images, masks = _frames_copy(sheep_frames, tmp_path, count=8)
+    _update(parent, images, masks, tmp_path / "child")
+    assert verify_bundle(tmp_path / "child") and list(scratch.iterdir()) == []
+    with pytest.raises(ReminderError):  # a failed update too
+        _update(parent, images, masks, tmp_path / "other", classes=["person"])
+    assert list(scratch.iterdir()) == []
