@@ -64,3 +64,12 @@ def iou_table(iou: Mapping[str, float | None], weak: Sequence[dict] = ()) -> lis
     width = max((len(n) for n in iou), default=5)
     return [f"  {name:<{width}}  {'-' if value is None else f'{100 * value:5.1f}'}"
             + ("  <- not learnt" if name in marked else "") for name, value in iou.items()]
+
+
+def per_class_report(metrics: dict) -> list[str]:
+    """The per-class IoU table of a step's evaluation (``iou``, ``pixel_share``), and a
+    warning naming each class that is not learnt, with its pixel share and what helps."""
+    iou = metrics.get("iou") or {}
+    weak = weak_classes(iou)
+    return (["per-class IoU:"] + iou_table(iou, weak)
+            + describe_weak(weak, where="the evaluation images", pixel_share=metrics.get("pixel_share")))

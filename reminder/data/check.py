@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from reminder.data.custom import DataYaml
-from reminder.data.samples import Sample
+from reminder.data.samples import Sample, open_image
 from reminder.errors import ReminderError
 from reminder.progress import progress as progress_bar
 
@@ -47,7 +47,7 @@ class CheckReport:
 
 def check_data(data: DataYaml, *, progress: bool = False, examples: int = 8) -> CheckReport:
     """Read every image header and mask of the train and val splits."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     reader = data.mask_reader()
     errors: list[str] = []
@@ -65,7 +65,7 @@ def check_data(data: DataYaml, *, progress: bool = False, examples: int = 8) -> 
                 errors.append(f"{sample.image}: its mask {sample.mask} is missing")
                 continue
             try:
-                with Image.open(sample.image) as image:
+                with open_image(sample.image) as image:
                     size = image.size
                 ids, problems = reader.decode(sample.mask)
             except (OSError, UnidentifiedImageError, SyntaxError) as error:
@@ -85,7 +85,7 @@ def check_data(data: DataYaml, *, progress: bool = False, examples: int = 8) -> 
             if split == "train" and len(shown) < examples and not problems:
                 shown.append(sample)
         splits[split] = report
-    warnings = []
+    warnings = list(data.notes)
     for split, report in splits.items():
         absent = [name for i, name in enumerate(data.names) if i and report.image_counts[i] == 0]
         if absent:

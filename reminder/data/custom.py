@@ -29,11 +29,12 @@ import numpy as np
 
 from reminder.contracts.classes import VOID_COLOR, ClassTable, check_class_name, decode_colors  # noqa: F401
 from reminder.data.classes import IGNORE_INDEX
-from reminder.data.samples import Sample
+from reminder.data.samples import Sample, open_image
 from reminder.errors import ReminderError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_FORMATS = ("index", "color")
+CARVED_VAL_SHARE = 0.2
 _MASK_FOLDERS = {"images": "masks", "JPEGImages": "SegmentationClass"}
 
 
@@ -47,10 +48,10 @@ class MaskReader:
 
     def decode(self, path: Path) -> tuple[np.ndarray, list[str]]:
         """(ids, problems): the values that are no class, described, instead of an error."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
 
         try:
-            with Image.open(path) as image:
+            with open_image(path, "mask") as image:
                 if self.colors is None:
                     if image.mode not in ("P", "L", "I", "I;16"):
                         return np.zeros(image.size[::-1], np.uint8), [
@@ -91,6 +92,9 @@ class DataYaml:
     colors: tuple[tuple[int, int, int], ...] = ()
     ignore: int = IGNORE_INDEX
     mask_format: str = "index"
+    # a share of the train list carved out as val (a labelling-tool export with one list only)
+    carve_val: float = 0.0
+    notes: tuple[str, ...] = ()  # warnings for whoever loads it (data check, training)
 
     @property
     def num_classes(self) -> int:
@@ -107,11 +111,14 @@ class DataYaml:
         """The image/mask pairs of ``split``; a missing mask is an error naming it."""
         samples, seen = [], set()
         for entry in self.splits[split]:
-            for image in _list_images(self.root, self.root / entry, self.source):
+            folder = under_root(self.root, self.root / entry, f"{self.source}: {split}")
+            for image in _list_images(self.root, folder, self.source):
                 if image in seen:
                     continue
                 seen.add(image)
                 samples.append(Sample(_sample_id(self.root, image), image, mask_path(self.root, image)))
+        if self.carve_val:  # the same images on both sides otherwise: a stable share by id goes to val
+            samples = [s for s in samples if (_share(s.id) < self.carve_val) == (split == "val")]
         if not samples:
             raise ReminderError(f"{self.source}: split {split!r} has no images ({', '.join(self.splits[split])})")
         return samples
@@ -119,6 +126,13 @@ class DataYaml:
     def to_json(self) -> dict:
         return {"source": str(self.source), "root": str(self.root), "names": list(self.names),
                 "colors": [list(c) for c in self.colors], "mask_format": self.mask_format, "ignore": self.ignore}
+
+
+def _share(sample_id: str) -> float:
+    """A stable number in [0, 1) for an image id (the same on every machine and run)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(sample_id.encode("utf-8", "surrogateescape")).digest()[:8], "big") / 2 ** 64
 
 
 def mask_path(root: Path, image: Path) -> Path:
@@ -155,15 +169,27 @@ def _list_images(root: Path, entry: Path, source: Path) -> list[Path]:
     raise ReminderError(f"{source}: {entry} is neither an image folder nor a .txt list of images")
 
 
+def under_root(root: Path, path: Path, where: str) -> Path:
+    """``path`` if it names something under ``root`` (lexically: ``..`` and absolute paths
+    that leave it are refused; a symbolic link inside the root may point anywhere)."""
+    import os
+
+    base, target = os.path.normpath(root), os.path.normpath(path)
+    if target != base and not target.startswith(base.rstrip(os.sep) + os.sep):
+        raise ReminderError(f"{where}: {path} is outside the dataset root {root}; splits and list files name "
+                            f"paths under it (link a folder into the root to use it)")
+    return path
+
+
 def _resolve_listed(root: Path, name: str, where: str) -> Path:
-    path = root / name.lstrip("/")
+    path = under_root(root, root / name.lstrip("/"), where)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if path.is_file():
             return path
         raise ReminderError(f"{where}: image {path} is missing")
     for folder in ("JPEGImages", "images"):
         for suffix in IMAGE_SUFFIXES:
-            candidate = root / folder / f"{name}{suffix}"
+            candidate = under_root(root, root / folder / f"{name}{suffix}", where)
             if candidate.is_file():
                 return candidate
     raise ReminderError(f"{where}: no image {name!r} under {root} (looked in JPEGImages/ and images/)")
@@ -172,7 +198,16 @@ def _resolve_listed(root: Path, name: str, where: str) -> Path:
 def read_labelmap(path: Path) -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
     """CVAT / Pascal VOC ``labelmap.txt``: ``name:R,G,B:parts:actions`` per class, background first."""
     names, colors = [], []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    path = Path(path)
+    if not path.is_file():
+        raise ReminderError(f"labelmap {path} " + ("is a folder, not a file" if path.is_dir() else "does not exist"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ReminderError(f"labelmap {path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise ReminderError(f"cannot read labelmap {path}: {error.strerror}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, _, rest = line.partition(":")
@@ -306,4 +341,10 @@ def _labelmap_folder(folder: Path) -> DataYaml:
         else:
             raise ReminderError(f"{folder}: {lists / (split + '.txt')} is missing; write a dataset YAML that names "
                                 f"the train and val images")
-    return DataYaml(labelmap.resolve(), folder.resolve(), splits, names, colors, IGNORE_INDEX, "color")
+    carve, notes = 0.0, ()
+    if splits["train"] == splits["val"]:  # CVAT's default.txt: a task without subsets
+        carve = CARVED_VAL_SHARE
+        notes = (f"{folder} has one image list ({splits['train'][0]}) and no train/val subsets: "
+                 f"{100 * carve:.0f}% of its images (chosen by id, the same every time) are held out as val, so "
+                 f"training is not scored on the images it learns from",)
+    return DataYaml(labelmap.resolve(), folder.resolve(), splits, names, colors, IGNORE_INDEX, "color", carve, notes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,37 @@ class Sample:
     mask: Path
 
 
+DEFAULT_MAX_PIXELS = 40_000_000  # an 8K frame is 33 MP; REMINDER_MAX_IMAGE_PIXELS changes it
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) that is decoded: ``REMINDER_MAX_IMAGE_PIXELS``, else 40 MP."""
+    value = os.environ.get("REMINDER_MAX_IMAGE_PIXELS", "")
+    try:
+        return int(value) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ReminderError(f"REMINDER_MAX_IMAGE_PIXELS must be a whole number of pixels, got {value!r}") from None
+
+
+@contextlib.contextmanager
+def open_image(path: Path, what: str = "image"):
+    """``PIL.Image.open`` that refuses, in one line and before decoding anything, a file
+    larger than :func:`max_pixels` (a 20000 x 20000 mask was a PIL traceback, and a
+    12000 x 12000 one took 7.8 GB to check)."""
+    limit = max_pixels()
+    Image.MAX_IMAGE_PIXELS = None  # this check replaces PIL's (a warning, then an error at twice its limit)
+    with Image.open(path) as image:
+        width, height = image.size
+        if width * height > limit:
+            raise ReminderError(f"{what} {path} is {width}x{height} ({width * height / 1e6:.0f} MP), above the "
+                                f"{limit / 1e6:.0f} MP limit; resize it, or raise REMINDER_MAX_IMAGE_PIXELS")
+        yield image
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to ``(H, W, 3) uint8`` RGB."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return np.array(image.convert("RGB"))  # writable, for torch.from_numpy
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
         raise ReminderError(f"cannot decode image {path}: {error}") from None
@@ -32,7 +61,7 @@ def read_image(path: Path) -> np.ndarray:
 def read_mask(path: Path) -> np.ndarray:
     """Decode a label PNG to ``(H, W) uint8`` class ids (palette indices stay indices)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path, "mask") as image:
             if image.mode not in ("P", "L", "I", "I;16"):
                 raise ReminderError(
                     f"mask {path} has image mode {image.mode}; expected a palette or grey PNG of class ids")

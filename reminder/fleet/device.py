@@ -110,8 +110,10 @@ def _prune(install_dir: Path, status: dict, keep: int) -> None:
             continue
         shutil.rmtree(folder, ignore_errors=True)
     archives = sorted((install_dir / "downloads").glob("*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for archive in archives[max(keep, 1):]:
-        archive.unlink(missing_ok=True)
+    refused = set(status.get("refused", []))
+    for index, archive in enumerate(archives):
+        if index >= max(keep, 1) or archive.stem in refused:  # a refused version is never installed
+            archive.unlink(missing_ok=True)
 
 
 def _record(install_dir: Path, status: dict, result: str, **fields) -> dict:
@@ -241,6 +243,7 @@ def _install(install_dir: Path, archive: Path, version: str, sequence: int, chan
         except ReminderError as error:
             status.setdefault("refused", []).append(version)
             _record(install_dir, status, "refused", error=str(error), version=version, channel=channel)
+            Path(archive).unlink(missing_ok=True)  # refused for ever: its archive is of no use here
             raise
         live = {status.get("installed"), *status.get("previous", [])}
         if target.exists() and version not in live:  # a stale copy nobody runs: set aside, then removed

@@ -75,6 +75,15 @@ def keys_folder(repo: Path, keys: str | Path | None) -> Path:
     return keys
 
 
+def existing_keys(repo: Path, keys: str | Path | None) -> Path:
+    """:func:`keys_folder`, which must exist: publishing and re-signing need its keys."""
+    folder = keys_folder(repo, keys)
+    if not folder.is_dir():
+        raise ReminderError(f"the keys folder {folder} does not exist" + (" (--keys)" if keys is not None else
+                            f" (give the folder of {repo}'s keys with --keys)"))
+    return folder
+
+
 def _write_secret(path: Path, data: bytes) -> None:
     """A private file, mode 0600 from its first byte (mkstemp), written atomically."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -111,6 +120,10 @@ def init_repository(repo: str | Path, *, keys: str | Path | None = None, expires
     if (repo / "metadata" / "root.json").exists():
         raise ReminderError(f"{repo} already holds a repository (metadata/root.json exists)")
     keys = keys_folder(repo, keys)
+    if keys.is_symlink() and not keys.exists():
+        raise ReminderError(f"the keys folder {keys} is a symbolic link to {os.readlink(keys)}, which does not exist")
+    if keys.exists() and not keys.is_dir():
+        raise ReminderError(f"the keys folder {keys} is a file, not a folder")
     if keys.exists() and any(keys.iterdir()):
         raise ReminderError(f"the keys folder {keys} is not empty; keys are never overwritten")
     keys.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -159,13 +172,17 @@ def _store_target(repo: Path, info, source: Path):
     return info
 
 
-def _check_republish(targets, info, version: str, channel: str) -> None:
-    """A version is published once: the same content again is harmless, other content is
-    refused (a device that has the version would never see it, a new one would)."""
-    existing = targets.signed.targets.get(info.path)
-    if existing is not None and existing.hashes.get("sha256") != info.hashes["sha256"]:
-        raise ReminderError(f"{version} is already published with other content on channel {channel}; "
-                            f"give the new bundle another version")
+def _check_republish(targets, info, name: str, version: str, channel: str) -> None:
+    """A version is published once, with one content across every channel: the same content
+    again is harmless, other content is refused (a device that has the version, or that
+    later switches channel, would refuse it for good, or never see it)."""
+    for path, existing in targets.signed.targets.items():
+        custom = existing.unrecognized_fields.get("custom", {})
+        same = path == info.path or (custom.get("name") == name and custom.get("version") == version)
+        if same and path.endswith(".tar") and existing.hashes.get("sha256") != info.hashes["sha256"]:
+            where = path.split("/")[1] if path.startswith("channels/") else "?"
+            raise ReminderError(f"{version} is already published with other content on channel {where}; "
+                                f"give the new bundle another version")
 
 
 def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", keys: str | Path | None = None,
@@ -185,7 +202,7 @@ def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", ke
         raise ReminderError(f"{repo} is not a repository: run `reminder fleet init --repo {repo}` first")
     if not re.fullmatch(r"[A-Za-z0-9._-]+", channel):
         raise ReminderError(f"channel {channel!r} may use letters, digits, '.', '_' and '-' only")
-    keys = keys_folder(repo, keys)
+    keys = existing_keys(repo, keys)
     with open(keys / ".publish.lock", "a") as lock:  # one publisher at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _publish(repo, bundle, channel, keys, reset_classes, expires, log, allow_weak_classes)
@@ -221,7 +238,7 @@ def _publish(repo: Path, bundle, channel: str, keys: Path, reset_classes: bool, 
                             for path, t in targets.signed.targets.items() if path.startswith(prefix)), default=0)
         target_path = f"{prefix}{safe_name(manifest['name'])}-{safe_name(manifest['version'])}.tar"
         info = _target_info(target_path, tar)
-        _check_republish(targets, info, manifest["version"], channel)
+        _check_republish(targets, info, manifest["name"], manifest["version"], channel)
         _store_target(repo, info, tar)
         custom = {"name": manifest["name"], "version": manifest["version"], "step": manifest.get("step"),
                   "classes": [c["name"] for c in manifest["classes"]], "channel": channel, "sequence": sequence,
@@ -259,15 +276,22 @@ def resign_timestamp(repo: str | Path, *, keys: str | Path | None = None, expire
                      log: Callable[[str], None] = print) -> int:
     """A new timestamp version with a fresh expiry, for the days nothing is published
     (run it daily, e.g. from cron; devices refuse an expired timestamp)."""
+    import fcntl
+
     metadata, _ = _tuf()
     repo = Path(repo)
     path = repo / "metadata" / "timestamp.json"
     if not path.is_file():
         raise ReminderError(f"{repo} is not a repository: metadata/timestamp.json is missing")
-    timestamp = metadata.Metadata.from_file(str(path))
-    timestamp.signed.version += 1
-    timestamp.signed.expires = _expiry("timestamp", expires)
-    timestamp.sign(_load_signer(keys_folder(repo, keys), "timestamp"))
-    _write_metadata(path, timestamp)
+    keys = existing_keys(repo, keys)
+    # publish's lock: a timestamp read before a publish and written after it would point devices
+    # at the old snapshot (BadVersionNumberError until the next publish)
+    with open(keys / ".publish.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        timestamp = metadata.Metadata.from_file(str(path))
+        timestamp.signed.version += 1
+        timestamp.signed.expires = _expiry("timestamp", expires)
+        timestamp.sign(_load_signer(keys, "timestamp"))
+        _write_metadata(path, timestamp)
     log(f"timestamp v{timestamp.signed.version} signed, expires {timestamp.signed.expires.isoformat()}")
     return timestamp.signed.version

@@ -50,6 +50,7 @@ def read_status(install_dir: str | Path, *, log: Callable[[str], None] | None = 
         status = json.loads(path.read_text())
         if not isinstance(status, dict):
             raise ValueError(f"it holds a JSON {type(status).__name__}")
+        check_schema(status)
     except (OSError, ValueError, RecursionError) as error:
         if log is not None:
             log(f"warning: {path} is unreadable ({str(error)[:120]}); status rebuilt from current and versions/")
@@ -57,6 +58,26 @@ def read_status(install_dir: str | Path, *, log: Callable[[str], None] | None = 
     base = empty_status()
     base.update(status)
     return base
+
+
+# each field and the JSON types it may hold (a file that parses may still hold `"previous": null`)
+_SCHEMA = {"installed": (str, type(None)), "previous": (list,), "refused": (list,), "last_sync": (dict, type(None)),
+           "history": (list,), "digests": (dict,), "channel": (str, type(None)), "sequence": (int, type(None))}
+
+
+def check_schema(status: dict) -> None:
+    """Refuse (ValueError) a status whose fields have the wrong types: the sync, status and
+    rollback code would fail on them with TypeErrors, for ever."""
+    for key, types in _SCHEMA.items():
+        if key in status and (not isinstance(status[key], types) or isinstance(status[key], bool)):
+            raise ValueError(f"its {key!r} is a {type(status[key]).__name__}")
+    for key in ("previous", "refused"):
+        if not all(isinstance(v, str) for v in status.get(key, [])):
+            raise ValueError(f"its {key!r} holds something other than version names")
+    if not all(isinstance(v, dict) for v in status.get("history", [])):
+        raise ValueError("its 'history' holds something other than records")
+    if not all(isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in status.get("digests", {}).items()):
+        raise ValueError("its 'digests' holds something other than version -> sha256")
 
 
 def write_status(install_dir: Path, status: dict) -> None:

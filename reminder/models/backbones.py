@@ -96,7 +96,7 @@ def _imagenet_weights(enum, weights: str | Path | None):
     For ResNets, ``imagenet`` means ``IMAGENET1K_V1``: trained with the plain recipe (77.4%
     top-1 for ResNet-101), the closest to the reference's own InPlaceABN checkpoint; V2's
     heavy-augmentation recipe is further from what the paper started from."""
-    if weights is None:
+    if weights is None or str(weights).lower() == "none":  # trained from scratch, on purpose
         return None, None
     if str(weights) == "imagenet":
         return getattr(enum, "IMAGENET1K_V1", enum.DEFAULT), None
@@ -124,9 +124,12 @@ def _build_torchvision(builder, enum, weights, **kwargs) -> nn.Module:
     try:
         net = builder(weights=tv_weights, **kwargs)
     except (OSError, RuntimeError) as error:  # URLError is an OSError
+        url = getattr(tv_weights, "url", "")
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
         raise ReminderError(
-            f"ImageNet weights {enum.DEFAULT} could not be loaded ({error}); download them where "
-            f"there is internet and pass the file path as the backbone weights") from None
+            f"ImageNet weights {tv_weights} could not be loaded ({str(error)[:120]}); without internet, download "
+            f"{url} elsewhere and pass the file with --weights-backbone PATH, or put it at {cached} (torchvision's "
+            f"cache); --weights-backbone none trains the backbone from scratch") from None
     if local is not None:
         _load_local(net, local)
     return net
@@ -151,8 +154,8 @@ def mobilenet_v3_large_backbone(*, weights: str | Path | None = None) -> MobileN
 
 
 def tiny_backbone(*, weights: str | Path | None = None) -> TinyBackbone:
-    if weights is not None:
-        raise ReminderError("the tiny backbone has no pretrained weights")
+    if weights is not None and str(weights).lower() != "none":
+        raise ReminderError(f"the tiny backbone has no pretrained weights (got {weights!r}; leave them out, or none)")
     return TinyBackbone()
 
 

@@ -14,6 +14,7 @@ import glob
 import re
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -34,6 +35,7 @@ class ImageSource:
 
     def __init__(self, paths: list[Path], label: str, description: str):
         self.paths, self.label, self.description = paths, label, description
+        self.names = unique_names(paths)
         self.position = 0
         self.fps = None
         self.name = ""
@@ -50,11 +52,15 @@ class ImageSource:
 
         if self.position >= len(self.paths):
             raise EndOfSource
-        path = self.paths[self.position]
+        path, self.name = self.paths[self.position], self.names[self.position]
         self.position += 1
-        self.name = path.stem
         self.warning = truncated_jpeg(path)
-        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+        # through bytes: cv2.imread of a name that is not UTF-8 (a surrogate in str) crashed the process
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError:
+            return None
+        return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
 
     def reconnect(self) -> bool:
         return False
@@ -117,6 +123,36 @@ def gstreamer_available() -> bool:
 
     match = re.search(r"GStreamer:\s*(\w+)", cv2.getBuildInformation())
     return bool(match and match.group(1).upper() == "YES")
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that are not UTF-8 shown as ``\\xff`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """One output name per image, never two alike: the file's stem; where stems repeat (``a/f.jpg``,
+    ``b/f.jpg``, ``a/f.png``), its path below the images' common folder, extension included.
+    Bytes that are not UTF-8 become ``_``, so every name can be written."""
+    def clean(text: str) -> str:
+        return "".join(c if c.isprintable() and c not in "/\\" else "_" for c in printable(text).replace("\\x", "x"))
+
+    stems = [clean(p.stem) for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    import os
+
+    common = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path()
+    names, used = [], set()
+    for path, stem in zip(paths, stems):
+        name = stem
+        if stems.count(stem) > 1:
+            name = clean("-".join(path.relative_to(common).with_suffix("").parts) + "_" + path.suffix.lstrip("."))
+        while name in used:
+            name += "_"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def _images(paths, what: str) -> list[Path]:

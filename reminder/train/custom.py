@@ -64,9 +64,8 @@ def custom_preset(num_images: int, backbone: str, *, min_side: int | None = None
 
 def _step_size(data_paths: list[str], step: int, cache_dir: Path) -> tuple[int, int | None]:
     """(training images of ``step``, shorter side of the smallest of its first 16 images)."""
-    from PIL import Image
-
     from reminder.data.increments import load_increments
+    from reminder.data.samples import open_image
 
     data = load_increments(data_paths, cache_dir=cache_dir)
     ids = data.train_ids(step)
@@ -76,7 +75,7 @@ def _step_size(data_paths: list[str], step: int, cache_dir: Path) -> tuple[int, 
     by_id = {s.id: s for s in data.train_sets[step]}
     sides = []
     for image_id in ids[:16]:
-        with Image.open(by_id[image_id].image) as image:
+        with open_image(by_id[image_id].image) as image:
             sides.append(min(image.size))
     return len(ids), min(sides)
 
@@ -88,7 +87,9 @@ def resolve_custom_config(data: str | Path, out: str | Path, *, method: str = "r
     ``train`` with the same YAML resumes), and the later steps are kept."""
     path, out = str(Path(data).resolve()), Path(out)
     given = {k: v for k, v in overrides.items() if v is not None}
-    if (out / "config.json").is_file():
+    # a start that failed before its first step (no weights offline, say) leaves config.json:
+    # that is no run to resume, and the options given now start it afresh
+    if (out / "config.json").is_file() and completed_steps(out):
         saved = load_config(out)
         if saved.dataset == "custom" and saved.data[:1] == (path,):
             unknown = sorted(set(given) - {f.name for f in dataclasses.fields(TrainConfig)})
@@ -120,6 +121,16 @@ def increment_config(run: str | Path, data: str | Path, *, method: str | None = 
     done = completed_steps(run)
     if path in saved.data and saved.data.index(path) in done:
         step = saved.data.index(path)
+        recorded = saved.increments[step - 1] if 0 < step <= len(saved.increments) else {}
+        trained = {**{k: getattr(saved, k) for k in given if hasattr(saved, k)}, **recorded,
+                   "method": recorded.get("method", saved.method)}
+        asked = {**given, **({"method": method} if method else {})}
+        differ = sorted(k for k, v in asked.items() if k not in RESUMABLE_FIELDS and k in trained and trained[k] != v)
+        if differ:  # a new option would be silently ignored: say so
+            raise ReminderError(f"step {step} of {run} ({path}) is complete with "
+                                + ", ".join(f"{k}={trained[k]!r}" for k in differ) + "; it is not trained again "
+                                "with " + ", ".join(f"{k}={asked[k]!r}" for k in differ)
+                                + ": to train it with other options, start a new run folder")
         log(f"step {step} of {run} ({path}) already exists; nothing to do")
         return None
     if path == saved.data[0]:

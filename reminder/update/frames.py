@@ -63,10 +63,12 @@ def class_colors(manifest: dict, new: Sequence[NewClass]) -> list[tuple[str, tup
 
 def read_mask(path: Path, colors: list[tuple[int, int, int]], log) -> np.ndarray:
     """A mask file -> class ids in the new numbering (see the module docstring)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from reminder.data.samples import open_image
 
     try:
-        with Image.open(path) as image:
+        with open_image(path, "mask") as image:
             mode = image.mode
             if mode in ("L", "I", "I;16"):
                 ids = np.array(image)

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+from conftest import save_mask
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -188,3 +189,85 @@ def test_new_colours_are_far_from_the_used_ones():
     picked = distinct_colors(used, 3)
     distance = min(sum((a - b) ** 2 for a, b in zip(p, u)) ** 0.5 for p in picked for u in used)
     assert distance > 150 and len(set(picked)) == 3
+
+
+def test_a_bad_labelmap_is_one_line(tmp_path):
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    base = "train: images/train\nval: images/train\nlabelmap: {}\n"
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "latin1.txt").write_bytes("background:0,0,0::\nfl\xe4che:1,2,3::\n".encode("latin-1"))
+    for target, message in (("missing.txt", "labelmap .*missing.txt does not exist"),
+                            ("folder", "labelmap .*folder is a folder, not a file"),
+                            ("latin1.txt", "labelmap .*latin1.txt is not UTF-8 text")):
+        path = _write_yaml(tmp_path / "bad.yaml", base.format(target))
+        with pytest.raises(ReminderError, match=message) as error:
+            load_data(path)
+        assert "\n" not in str(error.value)
+
+
+def test_splits_and_list_lines_outside_the_root_are_refused(tmp_path, warehouse):
+    """`train: ../..`, an absolute `val:` and a list-file line with ../ were read, although
+    the docs say "under the root"."""
+    root = tmp_path / "d"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "list.txt").write_text("../../etc/x.jpg\n")
+    for text, bad in (("train: ../..\nval: images/train\n", "train: .*\\.\\./\\.\\."),
+                      (f"train: images/train\nval: {tmp_path}\n", "val: /"),
+                      ("train: list.txt\nval: images/train\n", "list.txt:1: ")):
+        data = load_data(_write_yaml(root / "bad.yaml", text + "names: [background, forklift]\n"))
+        split = "val" if "val: /" in text else "train"
+        with pytest.raises(ReminderError, match=f"{bad}.*outside the dataset root"):
+            data.samples(split)
+
+
+def _png_header(path, width, height):
+    """A PNG whose header claims width x height (a decompression bomb's first bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bombs_are_one_line_with_a_limit_that_can_change(tmp_path, monkeypatch):
+    """A 20000x20000 mask was a PIL DecompressionBombError traceback in data check and train;
+    a 12000x12000 one took 7.8 GB and 85 s to check."""
+    from reminder.data.custom import MaskReader
+    from reminder.data.samples import read_image, read_mask
+
+    bomb = _png_header(tmp_path / "bomb.png", 20000, 20000)
+    for read in (lambda p: MaskReader(3).decode(p), read_mask, read_image):
+        with pytest.raises(ReminderError, match=r"bomb.png is 20000x20000 \(400 MP\), above the 40 MP limit; .*"
+                                                r"REMINDER_MAX_IMAGE_PIXELS"):
+            read(bomb)
+    small = tmp_path / "small.png"
+    save_mask(small, np.zeros((16, 16), np.uint8))
+    assert read_mask(small).shape == (16, 16)
+    monkeypatch.setenv("REMINDER_MAX_IMAGE_PIXELS", "100")
+    with pytest.raises(ReminderError, match="16x16 .*above the 0 MP limit"):
+        read_mask(small)
+
+
+def test_an_export_without_subsets_holds_out_a_val_share_and_says_so(tmp_path):
+    """CVAT writes only default.txt for a task without subsets: training then validated on the
+    very images it learnt from, without a word."""
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\npallet:150,100,50::\n")
+    lists = tmp_path / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    names = [f"f{i:02d}" for i in range(40)]
+    (lists / "default.txt").write_text("\n".join(names) + "\n")
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "SegmentationClass").mkdir()
+    for name in names:
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "JPEGImages" / f"{name}.jpg")
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "SegmentationClass" / f"{name}.png")
+    data = load_data(tmp_path)
+    train, val = {s.id for s in data.samples("train")}, {s.id for s in data.samples("val")}
+    assert not train & val and train | val == {f"JPEGImages/{n}" for n in names} and 3 <= len(val) <= 14
+    assert {s.id for s in load_data(tmp_path).samples("val")} == val  # the same share every time
+    assert "no train/val subsets" in data.notes[0] and "held out as val" in data.notes[0]
+    assert data.notes[0] in check_data(data).warnings

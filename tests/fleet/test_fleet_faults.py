@@ -97,6 +97,7 @@ def test_a_bundle_with_another_class_list_is_refused_unless_marked_a_reset(insta
         _device(device, url, repo)
     _still_on(device, old)
     assert fleet.read_status(device)["last_sync"]["result"] == "refused"
+    assert not (device / "downloads" / "other.tar").exists()  # a refused version's archive is not kept
     fleet.publish(repo, _reclassed(bundles[0], tmp_path, "reset", names), reset_classes=True, **PUBLISH)
     assert _device(device, url, repo)["installed"] == "reset"
 
@@ -107,6 +108,10 @@ def test_republishing_a_version_with_other_content_is_refused(installed, bundles
     with pytest.raises(ReminderError, match=f"{old} is already published with other content"):
         fleet.publish(repo, other, **PUBLISH)
     fleet.publish(repo, bundles[0], **PUBLISH)  # the same content again is harmless
+    # on another channel too: one version, one content in the whole repository
+    with pytest.raises(ReminderError, match=f"{old} is already published with other content on channel stable"):
+        fleet.publish(repo, other, channel="beta", **PUBLISH)
+    fleet.publish(repo, bundles[0], channel="beta", **PUBLISH)
     monkeypatch.setattr(fleet.repository, "_check_republish", lambda *args: None)
     fleet.publish(repo, other, **PUBLISH)
     with pytest.raises(ReminderError, match="other content than the installed"):
@@ -176,7 +181,9 @@ def test_a_resync_of_the_installed_version_never_removes_it(installed, bundles, 
     assert (device / "versions" / old / "manifest.json").is_file()
 
 
-@pytest.mark.parametrize("content", ["{not json", "[]", ""])
+@pytest.mark.parametrize("content", ["{not json", "[]", "",
+                                     '{"previous": null, "refused": null, "history": null}',
+                                     '{"installed": 5, "previous": [1], "digests": []}'])
 def test_a_corrupt_status_is_rebuilt(installed, bundles, tmp_path, content):
     httpd, repo, url, device, old = installed
     (device / "status.json").write_text(content)
@@ -275,3 +282,47 @@ def test_a_bundle_whose_new_class_is_not_learnt_is_refused_unless_allowed(instal
         fleet.publish(repo, weak, log=logs.append)
     assert any(line.endswith("<- not learnt") and new in line for line in logs)
     assert fleet.publish(repo, weak, allow_weak_classes=True, **QUIET)["version"] == "weak"
+
+
+def test_installed_versions_are_readable_by_other_users(installed, bundles, tmp_path):
+    """Installed versions were mode 0700, so a runtime running as a service account could not
+    read current/; bundles get 0755 folders and 0644 files, whatever the umask."""
+    httpd, repo, url, device, old = installed
+    fleet.publish(repo, _renamed(bundles[0], tmp_path, "B"), **PUBLISH)
+    previous = os.umask(0o077)
+    try:
+        _device(device, url, repo)
+    finally:
+        os.umask(previous)
+    folder = device / "versions" / "B"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}
+
+
+def test_key_folder_mistakes_are_one_line(tmp_path, bundles):
+    repo = tmp_path / "repo"
+    fleet.init_repository(repo)
+    with pytest.raises(ReminderError, match=r"the keys folder .*typo does not exist \(--keys\)"):
+        fleet.publish(repo, bundles[0], keys=tmp_path / "typo", **PUBLISH)
+    with pytest.raises(ReminderError, match="the keys folder .*typo does not exist"):
+        fleet.resign_timestamp(repo, keys=tmp_path / "typo", **QUIET)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ReminderError, match="is a symbolic link to .*nowhere, which does not exist"):
+        fleet.init_repository(tmp_path / "repo2", keys=dangling)
+
+
+def test_resign_waits_for_a_publish_in_progress(tmp_path):
+    """`fleet resign` took no lock: overlapping a publish, its timestamp could point at an
+    old snapshot, and fresh devices refused with BadVersionNumberError."""
+    repo = tmp_path / "repo"
+    fleet.init_repository(repo)
+    done = []
+    with open(tmp_path / "repo.keys" / ".publish.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a publish in progress
+        worker = threading.Thread(target=lambda: done.append(fleet.resign_timestamp(repo, **QUIET)))
+        worker.start()
+        time.sleep(1.5)
+        assert worker.is_alive() and not done
+    worker.join(timeout=60)
+    assert done == [2]

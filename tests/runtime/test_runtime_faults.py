@@ -140,3 +140,21 @@ def test_truncated_jpeg_is_processed_with_a_warning(bundles, frames, tmp_path):
     assert summary.total == 2
     assert any("cut.jpg is a truncated JPEG" in line for line in log)
     assert not any("whole.jpg" in line for line in log)
+
+
+def test_same_stems_and_non_utf8_names_each_get_their_own_outputs(bundles, frames, tmp_path):
+    """`--source "g/*/*"` with a/f.jpg, b/f.jpg and a/f.png wrote one label PNG over the
+    others; a file named 000\\xff.jpg ended `reminder run` in a segmentation fault."""
+    images = tmp_path / "g"
+    for i, name in enumerate(["a/f.jpg", "b/f.jpg", "a/f.png"]):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(images / name), frames[i])
+    ok, encoded = cv2.imencode(".jpg", frames[3])
+    with open(os.fsencode(images / "a") + b"/000\xff.jpg", "wb") as handle:
+        handle.write(encoded.tobytes())
+    command = [sys.executable, "-m", "reminder.cli", "run", str(bundles[0]), "--source", str(images / "*" / "*"),
+               "--out", str(tmp_path / "out"), "--save", "labels", "--quiet"]
+    result = subprocess.run(command, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+    written = sorted(p.name for p in (tmp_path / "out").rglob("*.png"))
+    assert written == ["000xff.png", "a-f_jpg.png", "a-f_png.png", "b-f_jpg.png"], written

@@ -224,3 +224,49 @@ def test_threads_are_the_physical_cores_unless_given(days, tmp_path, monkeypatch
     assert said and "busy" in said[0] and "--threads 1" in said[0]
     result = _cli("eval", tmp_path / "missing", "--threads", "0")
     assert result.exit_code == 2 and "--threads" in result.output
+
+
+def test_a_start_that_failed_on_its_weights_does_not_block_tiny_or_none(tmp_path, days):
+    """The default backbone without internet for its weights left config.json asking for
+    ImageNet weights; the retry with --backbone tiny was refused ("the tiny backbone has no
+    pretrained weights"), and --weights-backbone none was read as a file name."""
+    out = tmp_path / "run"
+    (out / "config.json").parent.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps({"dataset": "custom", "root": "x", "setting": "custom",
+                                                 "method": "reminder", "out": str(out), "crop_size": 48,
+                                                 "data": [str(days[0].resolve())], "backbone": "mobilenet_v3_large",
+                                                 "weights_backbone": "imagenet"}))
+    result = _cli("train", "--data", days[0], "--out", out, *QUICK, "--max-iterations", "1", "--set", "eval_every=0")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["backbone"] == "tiny" and saved["weights_backbone"] is None
+    scratch = tmp_path / "scratch"
+    result = _cli("train", "--data", days[0], "--out", scratch, *QUICK, "--weights-backbone", "none",
+                  "--max-iterations", "1", "--set", "eval_every=0")
+    assert result.exit_code == 0, result.output
+
+
+def test_the_offline_weights_message_names_the_option_and_the_cache_file(monkeypatch):
+    import torchvision
+
+    from reminder.models.backbones import mobilenet_v3_large_backbone
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.models.mobilenetv3, "mobilenet_v3_large", offline)
+    with pytest.raises(ReminderError, match=r"--weights-backbone PATH.*checkpoints/mobilenet_v3_large-.*\.pth"
+                                            r".*--weights-backbone none"):
+        mobilenet_v3_large_backbone(weights="imagenet")
+
+
+def test_new_options_on_a_complete_step_are_refused_not_ignored(run, days):
+    """`increment RUN --lr 0.02` on a complete step said "already exists; nothing to do" and
+    exited 0, ignoring --lr."""
+    result = _cli("increment", run, "--data", days[1], "--lr", "0.02", "--quiet")
+    assert result.exit_code == 2, result.output
+    assert "is complete with lr_next=" in result.output and "not trained again with lr_next=0.02" in result.output
+    result = _cli("increment", run, "--data", days[1], "--method", "plop", "--quiet")
+    assert result.exit_code == 2 and "method='reminder'" in result.output
+    result = _cli("increment", run, "--data", days[1], "--max-iterations", "4", "--quiet")  # as trained
+    assert result.exit_code == 0 and "already exists" in result.output
