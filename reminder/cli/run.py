@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from reminder.cli.common import parse_list, parse_size
-from reminder.errors import ReminderError
+from reminder.errors import LocalError, ReminderError
 
 
 class _StatusLine:
@@ -117,6 +117,9 @@ def run_command(bundle, sources, out, save, view, alpha, backend, precision, siz
     click.echo(f"{summary.total} frames from {len(summary.frames)} source(s) in {summary.seconds:.1f} s "
                f"({summary.fps:.1f} FPS); dropped {dropped}, skipped {skipped}; "
                f"version {' -> '.join(summary.versions)}" + (" (interrupted)" if summary.interrupted else ""))
+    if summary.lost_outputs:
+        raise LocalError(f"{len(summary.lost_outputs)} outputs were not written, the first: "
+                         f"{summary.lost_outputs[0]}")
     if out and saves:
         click.echo(f"outputs in {out}")
     if summary.total == 0 and not summary.interrupted:

@@ -26,7 +26,9 @@ class Outputs:
         self.check(out, save)
         self.out, self.save, self.sources, self.view, self.alpha = out, set(save), sources, view, alpha
         self.writers: dict[int, object] = {}
+        self.written: dict[int, int] = {}   # frames written to each overlay video
         self.folders: set[Path] = set()
+        self.lost: list[str] = []           # outputs that could not be written (a full disk, say)
         self.stats = None
         if out is not None and self.save:
             out.mkdir(parents=True, exist_ok=True)
@@ -54,13 +56,32 @@ class Outputs:
         if "video" in self.save:
             image = predictor.render(frame.image, prediction, view=self.view, alpha=self.alpha)
             if isinstance(self.sources[frame.source], ImageSource):
-                cv2.imwrite(str(self.folder(frame.source, "overlay") / f"{frame.name}.jpg"), image)
+                path = self.folder(frame.source, "overlay") / f"{frame.name}.jpg"
+                if not cv2.imwrite(str(path), image):  # OpenCV says False, it raises nothing
+                    self._lose(path, "not written")
             else:
                 self._video(frame.source, image).write(self._fit(frame.source, image))
+                self.written[frame.source] = self.written.get(frame.source, 0) + 1
         if "labels" in self.save:
-            predictor.save_labels(self.folder(frame.source, "labels") / f"{frame.name}.png", prediction)
+            path = self.folder(frame.source, "labels") / f"{frame.name}.png"
+            try:
+                predictor.save_labels(path, prediction)
+            except OSError as error:
+                self._lose(path, error.strerror or str(error))
         if self.stats is not None:
-            self.stats.write(json.dumps(record) + "\n")
+            try:
+                self.stats.write(json.dumps(record) + "\n")
+            except OSError as error:
+                self._lose(self.out / "stats.jsonl", error.strerror or str(error))
+
+    def _lose(self, path: Path, why: str) -> None:
+        if not self.lost:  # the first one is said at once, with the free space left
+            import shutil
+
+            free = shutil.disk_usage(path.parent if path.parent.exists() else self.out).free
+            self.lost.append(f"{path}: {why} ({free / 1e6:.0f} MB free on its disk)")
+        else:
+            self.lost.append(f"{path}: {why}")
 
     def _video(self, source: int, image: np.ndarray):
         import cv2
@@ -82,9 +103,23 @@ class Outputs:
         return image if image.shape[:2] == (height, width) else cv2.resize(image, (width, height))
 
     def close(self) -> None:
-        for writer, _ in self.writers.values():
+        import cv2
+
+        for source, (writer, _) in self.writers.items():
             writer.release()
+            path = self.out / self.sources[source].label / "overlay.mp4"
+            capture = cv2.VideoCapture(str(path))  # a video cut short by a full disk: its last frame is gone
+            readable = capture.isOpened()
+            if readable and self.written.get(source, 0):
+                capture.set(cv2.CAP_PROP_POS_FRAMES, self.written[source] - 1)
+                readable = capture.read()[0]
+            capture.release()
+            if not readable:
+                self._lose(path, f"unreadable after {self.written.get(source, 0)} frames")
         self.writers.clear()
         if self.stats is not None:
-            self.stats.close()
+            try:
+                self.stats.close()
+            except OSError as error:
+                self._lose(self.out / "stats.jsonl", error.strerror or str(error))
             self.stats = None

@@ -52,6 +52,7 @@ class StreamSummary:
     batches: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    lost_outputs: list[str] = field(default_factory=list)  # overlays, labels or stats not written
 
     @property
     def total(self) -> int:
@@ -308,6 +309,7 @@ class Stream:
                 if mailbox.dropped[i]:
                     self.summary.dropped[source.label] = mailbox.dropped[i]
             self.summary.seconds = time.monotonic() - start
+            self.summary.lost_outputs = list(self.outputs.lost)
         if writer_errors:
             error = writer_errors[0]
             raise error if isinstance(error, ReminderError) else ReminderError(f"writing outputs failed: {error}")

@@ -158,3 +158,26 @@ def test_same_stems_and_non_utf8_names_each_get_their_own_outputs(bundles, frame
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     written = sorted(p.name for p in (tmp_path / "out").rglob("*.png"))
     assert written == ["000xff.png", "a-f_jpg.png", "a-f_png.png", "b-f_jpg.png"], written
+
+
+def test_outputs_lost_to_a_full_disk_fail_the_run(bundles, frames, tmp_path):
+    """With the disk full, `reminder run` exited 0 and said "outputs in ..." while it had
+    written 2 of 12 overlays: cv2.imwrite says False and raises nothing. A write limit
+    (RLIMIT_FSIZE, the way a full disk fails writes) stands in for the full disk."""
+    images = tmp_path / "frames"
+    images.mkdir()
+    for i, frame in enumerate(frames[:6]):
+        cv2.imwrite(str(images / f"{i:03d}.png"), frame)
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+              "from reminder.cli import main\n"
+              "sys.argv = ['reminder'] + sys.argv[1:]\n"
+              "main()\n")
+    command = [sys.executable, "-c", script, "run", str(bundles[0]), "--source", str(images),
+               "--out", str(tmp_path / "out"), "--save", "video,labels,stats", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "outputs were not written, the first: " in result.stdout + result.stderr
+    assert "MB free on its disk" in result.stdout + result.stderr
+    assert "outputs in" not in result.stdout
