@@ -39,6 +39,7 @@ class EntropyCalibrator:
 
     def __new__(cls, inputs, cache_path: str | Path):
         trt = import_tensorrt()
+        cache, writable = calibration_cache_bytes(cache_path)
 
         class _Calibrator(trt.IInt8EntropyCalibrator2):
             def __init__(self):
@@ -58,12 +59,33 @@ class EntropyCalibrator:
                 return [int(self.current.data_ptr())]
 
             def read_calibration_cache(self):
-                return self.cache_path.read_bytes() if self.cache_path.is_file() else None
+                return cache
 
-            def write_calibration_cache(self, cache):
-                atomic_write_bytes(self.cache_path, bytes(cache))
+            def write_calibration_cache(self, data):
+                if writable:  # never into a verified or installed bundle
+                    atomic_write_bytes(self.cache_path, bytes(data))
 
         return _Calibrator()
+
+
+def calibration_cache_bytes(path: str | Path) -> tuple[bytes | None, bool]:
+    """The calibration cache at ``path`` and whether a calibrator may write it. In a bundle
+    (a folder with a manifest) it is verified against the manifest's sha256 first, and never
+    written: a device builds its INT8 engine from the bundle's own cache, not a planted one."""
+    from reminder.bundle import MANIFEST, read_manifest
+    from reminder.errors import IntegrityError
+    from reminder.io import sha256_file
+
+    path = Path(path)
+    if not (path.parent / MANIFEST).is_file():
+        return (path.read_bytes() if path.is_file() else None), True
+    entry = read_manifest(path.parent).get("files", {}).get(path.name)
+    if entry is None or not path.is_file():
+        raise IntegrityError(f"{path} is not a file its bundle lists; an INT8 engine is built from the bundle's "
+                             f"own calibration.cache")
+    if sha256_file(path) != entry.get("sha256"):
+        raise IntegrityError(f"{path} does not match its sha256 in {path.parent / MANIFEST}")
+    return path.read_bytes(), False
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: EngineProfile = EngineProfile(),

@@ -269,3 +269,25 @@ def test_an_export_waits_for_the_process_that_holds_the_run(reminder_run, tmp_pa
     out, _ = process.communicate(timeout=300)
     assert process.returncode == 0, out
     assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_a_bundles_calibration_cache_is_verified_and_never_written(bundles, tmp_path):
+    """build_engine(..., calibration_cache=BUNDLE/calibration.cache) read the cache without
+    verifying the bundle, and the calibrator could write it back into the bundle folder."""
+    from reminder.bundle import file_entry, write_manifest
+    from reminder.errors import IntegrityError
+    from reminder.export.tensorrt import calibration_cache_bytes
+
+    bundle = shutil.copytree(bundles[0], tmp_path / "b")
+    cache = bundle / "calibration.cache"
+    cache.write_bytes(b"TRT-100-EntropyCalibration2\nimages: 3c010a14\n")
+    with pytest.raises(IntegrityError, match="not a file its bundle lists"):
+        calibration_cache_bytes(cache)
+    manifest = read_manifest(bundle)
+    manifest["files"]["calibration.cache"] = file_entry(cache)
+    write_manifest(bundle, manifest)
+    assert calibration_cache_bytes(cache) == (cache.read_bytes(), False)  # read, never written back
+    cache.write_bytes(b"TRT-100-EntropyCalibration2\nimages: 7f7f7f7f\n")
+    with pytest.raises(IntegrityError, match="does not match its sha256"):
+        calibration_cache_bytes(cache)
+    assert calibration_cache_bytes(tmp_path / "scratch.cache") == (None, True)  # a build's own: written
