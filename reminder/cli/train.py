@@ -60,11 +60,10 @@ def _common(values: dict) -> dict:
     return options
 
 
-def _threads(threads: int | None, *, quiet: bool = False) -> None:
-    """Set torch's threads; the busy-machine warning goes to stderr, and not with --json."""
+def _threads(threads: int | None) -> None:
     from reminder.train.threads import set_threads
 
-    set_threads(threads, log=(lambda message: None) if quiet else (lambda message: click.echo(message, err=True)))
+    set_threads(threads)
 
 
 def _exporter(formats: str | None):
@@ -176,7 +175,7 @@ def eval_(run: Path, step: int | None, data: tuple[Path, ...], as_json: bool, th
     """Re-evaluate a run's checkpoints: old / new / all mIoU and every class's IoU per step."""
     from reminder.train.run import evaluate_run
 
-    _threads(threads, quiet=as_json)
+    _threads(threads)
     metrics = evaluate_run(run, step=step, data=list(data) or None, progress=not (as_json or quiet),
                            log=(lambda m: None) if as_json else click.echo)
     if as_json:

@@ -51,7 +51,7 @@ def update_command(bundle, images, masks, classes, out, iterations, time_budget,
     from reminder.train.threads import set_threads
     from reminder.update import UpdateOptions, format_report, update_bundle
 
-    set_threads(threads, log=lambda message: click.echo(message, err=True))
+    set_threads(threads)
 
     options = UpdateOptions(iterations=iterations, time_budget=time_budget, batch_size=batch_size,
                             crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, views=views,

@@ -29,6 +29,7 @@ from reminder.data.classes import voc_palette
 from reminder.data.splits import load_scenario
 from reminder.data.transforms import eval_transform, train_transform
 from reminder.contracts.quality import per_class_report
+from reminder.train.threads import busy_warning
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_text, folder_lock
 from reminder.models import build_segmenter
@@ -293,6 +294,8 @@ class ScenarioRunner:
 
     def _run(self) -> dict:
         self.prepare()
+        if self.device.type == "cpu" and (warning := busy_warning()):
+            self.log(warning)
         for step in range(self.scenario.num_steps):
             self.enter(step)
             if self.is_complete(step):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 
 def physical_cores() -> int:
@@ -33,9 +32,8 @@ def physical_cores() -> int:
     return max(1, len(cores) or len(allowed))
 
 
-def set_threads(threads: int | None, log: Callable[[str], None] = print) -> int:
-    """Use ``threads`` CPU threads in torch (default: the physical cores); warn when the
-    machine's load already exceeds its CPUs. Returns the number set."""
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` CPU threads in torch (default: the physical cores); returns the number."""
     import torch
 
     if threads is not None and threads < 1:
@@ -44,9 +42,18 @@ def set_threads(threads: int | None, log: Callable[[str], None] = print) -> int:
         raise ReminderError(f"threads must be at least 1, got {threads}")
     count = threads or physical_cores()
     torch.set_num_threads(count)
+    return count
+
+
+def busy_warning() -> str | None:
+    """A warning naming ``--threads`` when the machine's load already exceeds its CPUs as
+    training starts (said once the inputs are checked, never in place of their errors)."""
+    import torch
+
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if threads is None and load > cpus:
-        log(f"WARNING: this machine is busy (load {load:.1f} on {cpus} CPUs): with {count} threads each iteration "
-            f"may take several times longer; try --threads 1 (docs/own-data.md, 'Threads')")
-    return count
+    threads = torch.get_num_threads()
+    if load <= cpus or threads == 1:
+        return None
+    return (f"WARNING: this machine is busy (load {load:.1f} on {cpus} CPUs): with {threads} torch threads each "
+            f"iteration may take several times longer; --threads 1 can be faster (docs/own-data.md, 'Threads')")

@@ -149,12 +149,15 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
                    workdir: Path) -> UpdateResult:
     from reminder.train.prototypes import compute_prototypes, merge_prototypes
     from reminder.train.run import resolve_device
+    from reminder.train.threads import busy_warning
 
     started = time.perf_counter()
     classes = _check_request(classes, options)                                  # 1. the request
     out = Path(out)
     folder, parent, protect = _open_parent(bundle, out, options, workdir)
     device = resolve_device(options.device)
+    if device.type == "cpu" and (warning := busy_warning()):
+        log(warning)
     amp = options.amp if options.amp != "auto" else _auto_amp(device, options)
     _seed(options.seed)
 

@@ -214,14 +214,17 @@ def test_eval_names_every_class_that_is_not_learnt(run, days):
 def test_threads_are_the_physical_cores_unless_given(days, tmp_path, monkeypatch):
     import torch
 
-    from reminder.train.threads import physical_cores, set_threads
+    from reminder.train.threads import busy_warning, physical_cores, set_threads
 
     assert 1 <= physical_cores() <= (len(__import__("os").sched_getaffinity(0)))
-    assert set_threads(1, log=lambda m: None) == 1 and torch.get_num_threads() == 1
+    assert set_threads(1) == 1 and torch.get_num_threads() == 1
     monkeypatch.setattr("os.getloadavg", lambda: (99.0, 99.0, 99.0))
-    said = []
-    assert set_threads(None, log=said.append) == physical_cores()
-    assert said and "busy" in said[0] and "--threads 1" in said[0]
+    assert busy_warning() is None  # one thread: nothing to gain
+    assert set_threads(None) == physical_cores()
+    warning = busy_warning() if physical_cores() > 1 else "busy --threads 1"
+    assert "busy" in warning and "--threads 1" in warning
+    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert busy_warning() is None
     result = _cli("eval", tmp_path / "missing", "--threads", "0")
     assert result.exit_code == 2 and "--threads" in result.output
 
