@@ -55,12 +55,15 @@ class ImageSource:
         path, self.name = self.paths[self.position], self.names[self.position]
         self.position += 1
         self.warning = truncated_jpeg(path)
-        # through bytes: cv2.imread of a name that is not UTF-8 (a surrogate in str) crashed the process
-        try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError:
-            return None
-        return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        try:  # cv2.imread of a name that is not UTF-8 (a surrogate in the str) crashed the process
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:  # such a name is read through its bytes
+            try:
+                data = np.fromfile(path, dtype=np.uint8)
+            except OSError:
+                return None
+            return cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        return cv2.imread(str(path), cv2.IMREAD_COLOR)  # decodes a truncated JPEG, which imdecode refuses
 
     def reconnect(self) -> bool:
         return False
