@@ -3,7 +3,7 @@ value means. One shape from the dataset YAML to the device:
 
 - a YAML's ``names`` and ``colors`` or a labelling tool's ``labelmap.txt``
   (:meth:`ClassTable.from_names`);
-- a run's ``meta.json`` (``classes``/``colors`` lists, :meth:`ClassTable.from_lists`);
+- a run's ``meta.json`` (``classes``/``colors`` lists, the table's fields as they are);
 - a bundle manifest's ``classes`` (``[{id, name, color}]``, :meth:`ClassTable.from_manifest`
   and :meth:`ClassTable.to_manifest`);
 - an update's new classes (:meth:`ClassTable.extend`), checked against the parent by the
@@ -158,14 +158,6 @@ class ClassTable:
         return cls(names, complete_colors(names, colors or {}, where), ignore, where)
 
     @classmethod
-    def from_lists(cls, names: Sequence[str], colors: Sequence[Sequence[int]] | None, *,
-                   where: str = "class table") -> "ClassTable":
-        """Parallel lists (a run's meta.json); without colours, VOC's by name, else completed."""
-        if colors is None:
-            return cls.from_names(names, where=where)
-        return cls(tuple(names), tuple(tuple(c) for c in colors), where=where)
-
-    @classmethod
     def from_manifest(cls, entries, *, where: str = "manifest") -> "ClassTable":
         """A manifest's ``[{id, name, color}]``: ids must run 0, 1, 2, ... in order."""
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -207,9 +199,6 @@ class ClassTable:
             raise ReminderError(f"{what} do not extend {', '.join(old.names)}: the first {len(old.names)} classes "
                                 f"are {', '.join(self.names[:len(old.names)])}")
         return self.names[len(old.names):]
-
-    def decode(self, rgb: np.ndarray) -> tuple[np.ndarray, list[RGB]]:
-        return decode_colors(rgb, self.colors)
 
 
 def decode_colors(rgb: np.ndarray, colors: Sequence[RGB]) -> tuple[np.ndarray, list[RGB]]:

@@ -100,10 +100,6 @@ class DataYaml:
     def num_classes(self) -> int:
         return len(self.names)
 
-    @property
-    def classes(self) -> ClassTable:
-        return ClassTable(self.names, self.colors, self.ignore, where=str(self.source))
-
     def mask_reader(self) -> MaskReader:
         return MaskReader(self.num_classes, self.colors if self.mask_format == "color" else None, self.ignore)
 

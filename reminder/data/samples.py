@@ -23,6 +23,7 @@ class Sample:
 
 
 DEFAULT_MAX_PIXELS = 40_000_000  # an 8K frame is 33 MP; REMINDER_MAX_IMAGE_PIXELS changes it
+Image.MAX_IMAGE_PIXELS = None  # open_image's check replaces PIL's (a warning, then an error at twice its limit)
 
 
 def max_pixels() -> int:
@@ -40,7 +41,6 @@ def open_image(path: Path, what: str = "image"):
     larger than :func:`max_pixels` (a 20000 x 20000 mask was a PIL traceback, and a
     12000 x 12000 one took 7.8 GB to check)."""
     limit = max_pixels()
-    Image.MAX_IMAGE_PIXELS = None  # this check replaces PIL's (a warning, then an error at twice its limit)
     with Image.open(path) as image:
         width, height = image.size
         if width * height > limit:

@@ -12,10 +12,15 @@ import os
 from pathlib import Path
 
 
+def _allowed_cpus() -> set[int]:
+    """The logical CPUs this process may run on."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def physical_cores() -> int:
     """Physical cores this process may use: distinct (package, core) pairs of the CPUs in its
     affinity mask, from /proc/cpuinfo; the CPU count where that cannot be read."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    allowed = _allowed_cpus()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -50,7 +55,7 @@ def busy_warning() -> str | None:
     training starts (said once the inputs are checked, never in place of their errors)."""
     import torch
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = len(_allowed_cpus())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     threads = torch.get_num_threads()
     if load <= cpus or threads == 1:
