@@ -1,10 +1,14 @@
-"""Backbones at output stride 16 that also return each stage's features for distillation.
+"""Backbones at output stride 16 (or 8) that also return each stage's features for distillation.
 
 ``backbone(x) -> (stages, out)``: ``stages`` holds one feature map per stage for
 distillation, ``out`` is the activated last stage that feeds ASPP.
 Stage features are taken before the stage's final activation where the architecture
 has one (ResNet: the last bottleneck's sum before its ReLU, as PLOP's local POD uses);
 MobileNetV3's inverted residuals end linearly, so their outputs are pre-activation.
+
+Each backbone names its stride-4 stage (``low_level_index``, ``low_level_channels``: what
+DeepLabV3+'s decoder fuses) and the stage that takes stride 8 to 16 (``stride16_index``):
+:func:`dilate_to_stride8` turns that stage's stride into dilation, for output stride 8.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class ResNetBackbone(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.out_channels = net.layer4[-1].conv3.out_channels
+        self.low_level_index, self.low_level_channels = 0, net.layer1[-1].conv3.out_channels
+        self.stride16_index = 2
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = self.stem(x)
@@ -56,6 +62,9 @@ class MobileNetV3Backbone(nn.Module):
         cuts = [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks)]
         self.stages = nn.ModuleList([blocks[start:end] for start, end in zip([0] + cuts[:-1], cuts)])
         self.out_channels = blocks[-1].out_channels
+        self.low_level_index = 1
+        self.low_level_channels = self.stages[1][-1].out_channels
+        self.stride16_index = 3
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         features = []
@@ -80,6 +89,8 @@ class TinyBackbone(nn.Module):
             in_channels = width
         self.stages = nn.ModuleList(stages)
         self.out_channels = in_channels
+        self.low_level_index, self.low_level_channels = 1, widths[1]
+        self.stride16_index = 3
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         features = []
@@ -88,6 +99,22 @@ class TinyBackbone(nn.Module):
             features.append(pre)
             x = torch.relu(pre)
         return features, x
+
+
+def dilate_to_stride8(backbone: nn.Module) -> nn.Module:
+    """Output stride 8: the stage that goes from stride 8 to 16 keeps stride 8, and it and every
+    later stage see twice the dilation (the weights are unchanged, as in DeepLab)."""
+    for stage in backbone.stages[backbone.stride16_index:]:
+        for conv in stage.modules():
+            if not isinstance(conv, nn.Conv2d):
+                continue
+            if conv.stride == (2, 2):
+                conv.stride = (1, 1)
+            if conv.kernel_size[0] > 1:
+                dilation = conv.dilation[0] * 2
+                conv.dilation = (dilation, dilation)
+                conv.padding = (dilation * (conv.kernel_size[0] - 1) // 2,) * 2
+    return backbone
 
 
 def _imagenet_weights(enum, weights: str | Path | None):
@@ -165,3 +192,4 @@ BACKBONES = {
     "mobilenet_v3_large": lambda weights=None: mobilenet_v3_large_backbone(weights=weights),
     "tiny": lambda weights=None: tiny_backbone(weights=weights),
 }
+OUTPUT_STRIDES = (8, 16)

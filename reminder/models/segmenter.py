@@ -1,6 +1,8 @@
-"""DeepLabV3 (output stride 16, ASPP 256) with a growing head, for continual segmentation.
+"""DeepLabV3 or DeepLabV3+ (output stride 16 or 8, ASPP 256) with a growing head, for
+continual segmentation.
 
     model = deeplabv3_resnet101(num_classes=16)
+    model = build_segmenter("tiny", num_classes=6, head="deeplabv3plus", output_stride=8)
     new_ids = model.add_classes(1)          # range(16, 17)
     logits = model(images)                  # (B, 17, H, W)
     out = model.forward_features(images)    # logits, low-res logits, features, stages
@@ -19,10 +21,12 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from reminder.errors import ReminderError
-from reminder.models.backbones import BACKBONES
+from reminder.models.backbones import BACKBONES, OUTPUT_STRIDES, dilate_to_stride8
 from reminder.models.classifier import IncrementalClassifier
+from reminder.models.decoder import DeepLabV3PlusDecoder
 
-ATROUS_RATES = (6, 12, 18)  # output stride 16
+ATROUS_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}  # per output stride, as DeepLab
+HEADS = ("deeplabv3", "deeplabv3plus")
 
 
 @dataclass
@@ -30,7 +34,8 @@ class SegmenterOutput:
     """What distillation needs from one forward pass.
 
     logits: (B, K, H, W) at input size; lowres_logits: (B, K, h, w);
-    features: (B, 256, h, w) the ASPP output before the classifier;
+    features: (B, 256, h, w) what the classifier reads: the ASPP output (DeepLabV3), or the
+    decoder's stride-4 output (DeepLabV3+);
     stages: backbone stage outputs (pre-activation where the architecture allows).
     """
 
@@ -42,12 +47,19 @@ class SegmenterOutput:
 
 class IncrementalSegmenter(nn.Module):
     def __init__(self, backbone: nn.Module, classes_per_step: Sequence[int], *,
-                 backbone_name: str = "custom", aspp_channels: int = 256):
+                 backbone_name: str = "custom", aspp_channels: int = 256, head: str = "deeplabv3",
+                 output_stride: int = 16):
         super().__init__()
-        self.backbone_name = backbone_name
-        self.backbone = backbone
-        self.aspp = ASPP(backbone.out_channels, list(ATROUS_RATES), aspp_channels)
+        if head not in HEADS:
+            raise ReminderError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ReminderError(f"output stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+        self.backbone_name, self.head, self.output_stride = backbone_name, head, output_stride
+        self.backbone = dilate_to_stride8(backbone) if output_stride == 8 else backbone
+        self.aspp = ASPP(backbone.out_channels, list(ATROUS_RATES[output_stride]), aspp_channels)
         self.aspp.project[-1] = nn.Identity()  # no dropout before the head, as in MiB/PLOP
+        self.decoder = (DeepLabV3PlusDecoder(backbone.low_level_channels, aspp_channels, aspp_channels)
+                        if head == "deeplabv3plus" else None)
         self.classifier = IncrementalClassifier(aspp_channels, classes_per_step)
 
     @property
@@ -61,20 +73,30 @@ class IncrementalSegmenter(nn.Module):
     def config(self) -> dict:
         """What :func:`build_segmenter` needs to rebuild this architecture."""
         return {"backbone": self.backbone_name, "classes_per_step": self.classes_per_step,
-                "aspp_channels": self.classifier.in_channels, "output_stride": 16}
+                "aspp_channels": self.classifier.in_channels, "output_stride": self.output_stride,
+                "head": self.head}
+
+    def low_level(self, stages: Sequence[torch.Tensor]) -> torch.Tensor | None:
+        """The stride-4 stage the decoder fuses (None without a decoder)."""
+        return stages[self.backbone.low_level_index] if self.decoder is not None else None
+
+    def head_features(self, out: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        """What the classifier reads, from the backbone's output and its stride-4 stage."""
+        features = self.aspp(out)
+        return features if self.decoder is None else self.decoder(features, low)
 
     def forward_features(self, images: torch.Tensor) -> SegmenterOutput:
         """``images: (B, 3, H, W)`` normalised -> :class:`SegmenterOutput`."""
         stages, out = self.backbone(images)
-        features = self.aspp(out)
+        features = self.head_features(out, self.low_level(stages))
         lowres = self.classifier(features)
         logits = F.interpolate(lowres, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return SegmenterOutput(logits, lowres, features, stages)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images: (B, 3, H, W)`` normalised -> ``logits: (B, K, H, W)``."""
-        _, out = self.backbone(images)
-        lowres = self.classifier(self.aspp(out))
+        stages, out = self.backbone(images)
+        lowres = self.classifier(self.head_features(out, self.low_level(stages)))
         return F.interpolate(lowres, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def add_classes(self, num_new: int, *, init: str = "mib") -> range:
@@ -90,8 +112,10 @@ class IncrementalSegmenter(nn.Module):
 
 
 def build_segmenter(backbone: str, *, num_classes: int | Sequence[int],
-                    weights_backbone: str | Path | None = None) -> IncrementalSegmenter:
-    """DeepLabV3 on ``backbone`` (``resnet101``, ``resnet50``, ``mobilenet_v3_large``, ``tiny``).
+                    weights_backbone: str | Path | None = None, head: str = "deeplabv3",
+                    output_stride: int = 16) -> IncrementalSegmenter:
+    """DeepLabV3 (or ``head="deeplabv3plus"``) on ``backbone`` (``resnet101``, ``resnet50``,
+    ``mobilenet_v3_large``, ``tiny``) at output stride 16 or 8.
 
     ``num_classes``: classes of step 0 (background included), or the classes of each
     step so far. ``weights_backbone``: None, ``"imagenet"`` or a local weights file.
@@ -99,7 +123,15 @@ def build_segmenter(backbone: str, *, num_classes: int | Sequence[int],
     if backbone not in BACKBONES:
         raise ReminderError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONES)}")
     per_step = [num_classes] if isinstance(num_classes, int) else list(num_classes)
-    return IncrementalSegmenter(BACKBONES[backbone](weights_backbone), per_step, backbone_name=backbone)
+    return IncrementalSegmenter(BACKBONES[backbone](weights_backbone), per_step, backbone_name=backbone,
+                                head=head, output_stride=output_stride)
+
+
+def segmenter_from_config(info: dict) -> IncrementalSegmenter:
+    """The architecture that :meth:`IncrementalSegmenter.config` describes (a checkpoint's
+    meta or a bundle's ``model``; those written before heads existed are DeepLabV3 at 16)."""
+    return build_segmenter(info["backbone"], num_classes=list(info["classes_per_step"]),
+                           head=info.get("head", "deeplabv3"), output_stride=int(info.get("output_stride", 16)))
 
 
 def deeplabv3_resnet101(*, num_classes: int | Sequence[int], weights_backbone=None) -> IncrementalSegmenter:

@@ -132,3 +132,46 @@ def test_imagenet_means_the_v1_resnet_weights():
     from reminder.models.backbones import _imagenet_weights
 
     assert _imagenet_weights(resnet.ResNet101_Weights, "imagenet")[0] == resnet.ResNet101_Weights.IMAGENET1K_V1
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("head,output_stride,lowres", [("deeplabv3", 8, (8, 12)), ("deeplabv3plus", 16, (16, 24)),
+                                                       ("deeplabv3plus", 8, (16, 24))])
+def test_heads_keep_detail_at_stride_8_or_4(backbone, head, output_stride, lowres):
+    torch.manual_seed(0)
+    model = build_segmenter(backbone, num_classes=5, head=head, output_stride=output_stride).eval()
+    images = torch.randn(1, 3, 64, 96)
+    out = model.forward_features(images)
+    assert out.lowres_logits.shape[-2:] == lowres and out.features.shape[1] == 256
+    assert out.logits.shape == (1, 5, 64, 96) and len(out.stages) == STAGES[backbone]
+    assert model.config()["head"] == head and model.config()["output_stride"] == output_stride
+    with torch.no_grad():  # the growing head keeps the old logits on either head
+        before = model(images)
+        model.add_classes(2)
+        assert torch.equal(model(images)[:, 1:5], before[:, 1:5])
+
+
+def test_stride_8_keeps_the_backbone_weights_and_only_dilates():
+    torch.manual_seed(0)
+    at16 = build_segmenter("tiny", num_classes=3)
+    at8 = build_segmenter("tiny", num_classes=3, output_stride=8)
+    assert [k for k in at16.state_dict()] == [k for k in at8.state_dict()]
+    convs = [m for m in at8.backbone.stages[3].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.stride == (1, 1) and c.dilation == (2, 2) and c.padding == (2, 2) for c in convs)
+
+
+def test_a_config_rebuilds_the_same_architecture():
+    from reminder.models import segmenter_from_config
+
+    model = build_segmenter("tiny", num_classes=[4, 2], head="deeplabv3plus", output_stride=8)
+    again = segmenter_from_config(model.config())
+    again.load_state_dict(model.state_dict())  # strict: same modules and shapes
+    assert again.config() == model.config()
+    old = segmenter_from_config({"backbone": "tiny", "classes_per_step": [3]})  # written before heads existed
+    assert (old.head, old.output_stride, old.decoder) == ("deeplabv3", 16, None)
+
+
+@pytest.mark.parametrize("bad", [{"head": "unet"}, {"output_stride": 32}])
+def test_unknown_head_or_stride_is_refused(bad):
+    with pytest.raises(ReminderError, match="head|output stride"):
+        build_segmenter("tiny", num_classes=3, **bad)
