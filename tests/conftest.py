@@ -260,3 +260,19 @@ def label_ids(path) -> np.ndarray:
     with Image.open(path) as image:
         assert image.mode == "P", f"{path} is a {image.mode} PNG, not a palette PNG"
         return np.array(image)
+
+
+@pytest.fixture(scope="session")
+def v3plus_bundle(synthvoc_root, tmp_path_factory) -> Path:
+    """Step 0 of a DeepLabV3+ run at output stride 8 (16 classes), as FP32 ONNX, INT8 ONNX
+    (a gate of 50%: this model is barely trained), TorchScript and AOTInductor."""
+    from reminder.export.exporter import export_bundle
+    from reminder.train.run import train_scenario
+
+    out = tmp_path_factory.mktemp("v3plus")
+    train_scenario(quick_config(synthvoc_root, out / "run", setting="15-5", method="reminder", max_iterations=4,
+                                crop_size=64, head="deeplabv3plus", output_stride=8, crop_mode="native",
+                                crop_scale=(1.0, 1.5), class_weights="sqrt"), **SILENT)
+    return export_bundle(out / "run", out=out / "bundle", formats="onnx,onnx-int8,torchscript,aoti", step=0,
+                         calibration_count=8, gate_images=8, int8_min_agreement=0.5, int8_max_miou_drop=100,
+                         log=lambda message: None)

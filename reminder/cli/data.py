@@ -111,3 +111,29 @@ def data_warehouse(out: Path, classes: str, labelled: str | None, drawn: str | N
                            train=train, val=val, size=size, seed=seed, progress=not quiet)
     click.echo(f"warehouse: {train} train + {val} val images of {size}x{size} px, classes {', '.join(names[1:])}; "
                f"dataset YAML {path}")
+
+
+@data.command("inspection")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Dataset folder to write.")
+@click.option("--classes", default="panel,cable,scratch,screw", show_default=True,
+              help="The YAML's classes after background, in id order (of: panel, cable, scratch, screw, rust, "
+                   "sticker).")
+@click.option("--labelled", default=None, help="Classes labelled in the train masks (default: all); the others "
+                                               "drawn are background, as unlabelled objects in real data.")
+@click.option("--train", type=int, default=60, show_default=True, help="Training images.")
+@click.option("--val", type=int, default=20, show_default=True, help="Validation images.")
+@click.option("--size", default="192x320", show_default=True, metavar="HEIGHTxWIDTH", help="Frame size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def data_inspection(out: Path, classes: str, labelled: str | None, train: int, val: int, size: str, seed: int,
+                    quiet: bool) -> None:
+    """Write generated inspection frames (thin and small classes: cables, scratches, screws) with their YAML."""
+    from reminder.cli.common import parse_list, parse_size
+    from reminder.data.inspection import write_inspection
+
+    names = ["background"] + parse_list(classes, "--classes")
+    height, width = parse_size(size)
+    path = write_inspection(out, names=names, labelled=parse_list(labelled, "--labelled") if labelled else None,
+                            train=train, val=val, width=width, height=height, seed=seed, progress=not quiet)
+    click.echo(f"inspection: {train} train + {val} val frames of {width}x{height} px, classes "
+               f"{', '.join(names[1:])}; dataset YAML {path}")

@@ -45,11 +45,13 @@ from reminder.cli.common import parse_list, parse_size
 @click.option("--name", default=None, help="Bundle name (default: the run's, made a plain name).")
 @click.option("--version", "version", default=None,
               help="Bundle version (default: RUNFOLDER-step<N>, made a plain name): letters, digits, . _ + -.")
+@click.option("--deploy-size", default=None, metavar="HEIGHTxWIDTH",
+              help="Input size the bundle runs at (default: your data's frame size; benchmarks: the eval size).")
 @click.option("--force", is_flag=True, help="Replace --out even when it holds something other than this bundle.")
 @click.option("--quiet", is_flag=True, help="Only the final line (no per-format messages).")
 def export(run, step, formats, out, output, images, parity_threshold, parent, device, trt_fp16, trt_sizes,
            trt_max_batch, trt_int8, calibration_images, calibration_count, int8_min_agreement, int8_max_miou_drop,
-           name, version, force, quiet) -> None:
+           name, version, deploy_size, force, quiet) -> None:
     """Export a trained step to ONNX (FP32, INT8) / TorchScript / AOTInductor / TensorRT in a verified bundle."""
     from reminder.export.exporter import export_bundle
 
@@ -57,6 +59,7 @@ def export(run, step, formats, out, output, images, parity_threshold, parent, de
     path = export_bundle(run, out=out, formats=formats, step=step, output=output, images=images,
                          parity_threshold=parity_threshold, parent=parent, device=device, trt_fp16=trt_fp16,
                          trt_sizes=sizes, trt_max_batch=trt_max_batch, trt_int8=trt_int8,
+                         deploy_size=parse_size(deploy_size) if deploy_size else None,
                          calibration_images=calibration_images, calibration_count=calibration_count,
                          int8_min_agreement=int8_min_agreement, int8_max_miou_drop=int8_max_miou_drop,
                          name=name, version=version, force=force,

@@ -22,6 +22,9 @@ def training_options(command):
         click.option("--batch-size", type=int, default=None, help="Global batch size (all processes)."),
         click.option("--crop-size", type=int, default=None),
         click.option("--max-iterations", type=int, default=None, help="Cap on iterations per step (quick runs)."),
+        click.option("--class-weights", type=click.Choice(["none", "sqrt", "inverse"]), default=None,
+                     help="Weight rare classes up in the CE terms, from the step's pixel counts. "
+                          "[default: sqrt with --data; none on benchmarks]"),
         click.option("--eval-every", type=int, default=None, help="Validation mIoU every N epochs into history.csv."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ... [default: auto]"),
@@ -51,6 +54,7 @@ def training_options(command):
 def _common(values: dict) -> dict:
     options = dict(epochs=values["epochs"], lr=values["lr"], batch_size=values["batch_size"],
                    crop_size=values["crop_size"], max_iterations=values["max_iterations"],
+                   class_weights=values["class_weights"],
                    eval_every=values["eval_every"], seed=values["seed"], device=values["device"],
                    workers=values["workers"], amp=values["amp"], channels_last=values["channels_last"],
                    compile=values["compile_"], freeze_bn=values["freeze_bn"],
@@ -90,6 +94,11 @@ def _exporter(formats: str | None):
 @click.option("--backbone", type=click.Choice(["resnet101", "resnet50", "mobilenet_v3_large", "tiny"]),
               default=None, help="[default: resnet101; tiny on synthvoc; mobilenet_v3_large with --data]")
 @click.option("--weights-backbone", default=None, help="'imagenet' or a local weights file.")
+@click.option("--head", type=click.Choice(["deeplabv3", "deeplabv3plus"]), default=None,
+              help="deeplabv3plus adds a decoder on stride-4 features (thin and small objects). "
+                   "[default: deeplabv3plus with --data; deeplabv3 on benchmarks, as the paper]")
+@click.option("--output-stride", type=click.Choice(["8", "16"]), default=None,
+              help="Backbone output stride; 8 keeps more detail at about twice the cost. [default: 16]")
 @click.option("--epochs-next", type=int, default=None, help="Epochs of the later steps.")
 @click.option("--lr-next", type=float, default=None, help="Learning rate of the later steps.")
 @click.option("--eval-size", default=None, help="Resize+centre-crop size for evaluation, or 'full'.")
@@ -97,8 +106,8 @@ def _exporter(formats: str | None):
 @click.option("--from-step0", type=click.Path(path_type=Path), default=None,
               help="Reuse a trained step-0 checkpoint folder (RUN/step0) of another run.")
 @training_options
-def train(data, dataset, root, setting, method, out, mode, order, test_protocol, backbone, weights_backbone,
-          epochs_next, lr_next, eval_size, sync_bn, from_step0, **values) -> None:
+def train(data, dataset, root, setting, method, out, mode, order, test_protocol, backbone, weights_backbone, head,
+          output_stride, epochs_next, lr_next, eval_size, sync_bn, from_step0, **values) -> None:
     """Train step 0 on your own data (--data), or every step of a benchmark setting.
 
     An interrupted run resumes at its first incomplete step; add classes to a --data run with
@@ -108,7 +117,9 @@ def train(data, dataset, root, setting, method, out, mode, order, test_protocol,
 
     _threads(values.pop("threads"))
     options = dict(mode=mode, order=tuple(parse_order(order)) if order else None, test_protocol=test_protocol,
-                   backbone=backbone, weights_backbone=weights_backbone, epochs_next=epochs_next, lr_next=lr_next,
+                   backbone=backbone, weights_backbone=weights_backbone, head=head,
+                   output_stride=int(output_stride) if output_stride else None, epochs_next=epochs_next,
+                   lr_next=lr_next,
                    eval_size=parse_eval_size(eval_size), sync_bn=sync_bn,
                    from_step0=str(from_step0) if from_step0 else None) | _common(values)
     if data is not None:

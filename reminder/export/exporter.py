@@ -20,6 +20,7 @@ from reminder.errors import ReminderError
 from reminder.io import folder_lock, read_json
 from reminder.bundle import (BUNDLE_FORMAT, check_name, check_output_folder, file_entry, manifest_sha256,
                              read_manifest, remove_stale_staging, write_manifest)
+from reminder.export import sizes
 from reminder.export.formats import parse_formats
 from reminder.export.graph import ExportModule, example_input
 from reminder.export.parity import check_parity, images_from_folder
@@ -107,7 +108,7 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
                   trt_max_batch: int = 8, trt_int8: bool = False, calibration_images: str | Path | None = None,
                   calibration_count: int = DEFAULT_CALIBRATION_IMAGES, gate_images: int = 32,
                   int8_min_agreement: float = 0.99, int8_max_miou_drop: float = 1.0, force: bool = False,
-                  log: Callable[[str], None] = print) -> Path:
+                  deploy_size: tuple[int, int] | None = None, log: Callable[[str], None] = print) -> Path:
     """Export step ``step`` (default: the last complete one) of ``run`` into bundle ``out``.
 
     Every artifact is checked against eager PyTorch; the bundle is written only if each
@@ -117,7 +118,8 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
     ``trt_profile``: the input shapes a TensorRT engine accepts (default: every parity
     image's size, the manifest's input size and ``trt_sizes``, from half the smallest to
     twice the largest, batch 1 to ``trt_max_batch``); it is recorded as the manifest's
-    ``input.profile``.
+    ``input.profile``. ``deploy_size``: (height, width) the bundle runs at (default: the
+    frame size of a run on your own data, see :mod:`reminder.export.sizes`).
     ``trt_fp16``: an FP16 engine (TensorRT 10: the FP16 builder flag on the FP32 ONNX;
     TensorRT 11: built from an FP16 ONNX, which is not kept in the bundle).
 
@@ -164,7 +166,9 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
                              calibration_count=calibration_count, gate_images=gate_images,
                              min_agreement=int8_min_agreement, max_miou_drop=int8_max_miou_drop)
 
-    manifest = _manifest(run, config, meta, step, module, name, version, parent)
+    size, size_source = sizes.deploy_size(config, step, load_data, deploy_size)
+    manifest = _manifest(run, config, meta, step, module, name, version, parent, size)
+    manifest["input"]["sizes"] = {"deploy": list(size), "from": size_source, "train_crop": config.crop_size}
     protect = [run] + ([parent] if parent is not None and parent.exists() else [])
     files = {target: step_dir / source for source, target in (("model.safetensors", "checkpoint.safetensors"),
                                                               ("prototypes.safetensors", "prototypes.safetensors"))}
@@ -262,7 +266,7 @@ def _plain_name(text: str, fallback: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "-", text).lstrip("._+-")[:100] or fallback
 
 
-def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
+def _manifest(run, config, meta, step, module, name, version, parent, size: tuple[int, int]) -> dict:
     colors = meta.get("colors")  # the run's class colours (a user's own); older runs: VOC's by class id
     if colors is None:
         palette, dataset_ids = voc_palette(), [0] + list(meta["order"])
@@ -273,18 +277,20 @@ def _manifest(run, config, meta, step, module, name, version, parent) -> dict:
     if config.dataset == "custom":  # your own data: the run folder's name, made a plain name
         default_name = _plain_name(run.resolve().name, "model")
 
-    size = config.eval_size or config.crop_size
     metrics = read_json(run / f"step{step}" / "metrics.json")
     manifest = {
         "format": BUNDLE_FORMAT, "name": name or default_name,
         "version": version or f"{_plain_name(run.resolve().name, 'run')}-step{step}", "step": step,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "parent": None, "classes": classes,
-        "input": {"height": size, "width": size, "layout": "NCHW", "dtype": "float32", "range": [0, 255],
+        "input": {"height": size[0], "width": size[1], "layout": "NCHW", "dtype": "float32", "range": [0, 255],
                   "color": "RGB", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "normalization": "in-graph"},
         "outputs": {"kind": module.output, "names": module.output_names,
                     "label_dtype": str(module.label_dtype).replace("torch.", "")},
         "artifacts": {}, "skipped": {}, "files": {}, "parity": {},
         "model": {"backbone": meta["backbone"], "classes_per_step": meta["classes_per_step"],
+                  "head": meta.get("head", "deeplabv3"), "output_stride": meta.get("output_stride", 16),
+                  "recipe": {k: getattr(config.for_step(step), k) for k in ("crop_mode", "class_weights")}
+                  | {"crop_scale": list(config.for_step(step).crop_scale)},
                   "dataset": meta["dataset"], "setting": meta["setting"], "method": meta["method"],
                   "order": meta["order"]},
         "metrics": {k: metrics.get(k) for k in ("old", "new", "all", "iou")},

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from reminder.errors import ReminderError
 from reminder.io import atomic_write, atomic_write_text, read_json, sha256_file
-from reminder.models import IncrementalSegmenter, build_segmenter
+from reminder.models import IncrementalSegmenter, segmenter_from_config
 
 CHECKPOINT_FORMAT = 1
 
@@ -83,7 +83,7 @@ def load_model(step_dir: Path, device: str | torch.device = "cpu") -> tuple[Incr
     and, for a complete step, every weight file against its recorded sha256)."""
     meta = read_meta(step_dir)
     verify_step_files(step_dir)
-    model = build_segmenter(meta["backbone"], num_classes=meta["classes_per_step"])
+    model = segmenter_from_config(meta)
     state = load_tensors(step_dir / "model.safetensors")
     try:
         model.load_state_dict(state)

@@ -32,6 +32,8 @@ class TrainConfig:
     # model
     backbone: str = "resnet101"
     weights_backbone: str | None = None
+    head: str = "deeplabv3"  # deeplabv3 | deeplabv3plus (a decoder on stride-4 features)
+    output_stride: int = 16  # 16 | 8
     # optimisation: step 0 and the later steps
     epochs: int = 30
     lr: float = 0.01
@@ -40,6 +42,8 @@ class TrainConfig:
     batch_size: int = 24
     crop_size: int = 512
     crop_scale: tuple[float, float] = (0.5, 2.0)
+    crop_mode: str = "resized"  # resized: the paper's random resized crop; native: rescale by crop_scale, then crop
+    class_weights: str = "none"  # none | sqrt | inverse: CE weights from the step's pixel counts (train/balance.py)
     eval_size: int | None = 512  # None: full images
     eval_batch_size: int = 8
     momentum: float = 0.9
@@ -185,6 +189,18 @@ def _check_values(values: dict) -> None:
     if not 0 <= values.get("validation", 0.0) < 1:
         raise ReminderError(f"validation must be a share of the training images in [0, 1), got "
                             f"{values['validation']!r}")
+    if values.get("head", "deeplabv3") not in ("deeplabv3", "deeplabv3plus"):
+        raise ReminderError(f"--head must be deeplabv3 or deeplabv3plus, got {values['head']!r}")
+    if values.get("output_stride", 16) not in (8, 16):
+        raise ReminderError(f"--output-stride must be 8 or 16, got {values['output_stride']!r}")
+    scale = values.get("crop_scale", (0.5, 2.0))
+    if not (isinstance(scale, tuple) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)
+            and 0 < scale[0] <= scale[1] <= 4):
+        raise ReminderError(f"crop_scale must be two numbers 0 < low <= high <= 4, got {scale!r}")
+    if values.get("crop_mode", "resized") not in ("resized", "native"):
+        raise ReminderError(f"crop_mode must be resized or native, got {values['crop_mode']!r}")
+    if values.get("class_weights", "none") not in ("none", "sqrt", "inverse"):
+        raise ReminderError(f"--class-weights must be none, sqrt or inverse, got {values['class_weights']!r}")
     if values.get("pseudo_thresholds", "reference") not in ("reference", "median"):
         raise ReminderError(f"pseudo_thresholds must be 'reference' or 'median', got {values['pseudo_thresholds']!r}")
     for name in _POSITIVE:

@@ -30,8 +30,13 @@ BACKBONE_SETTINGS = {
     "resnet50": {"crop_size": 512, "batch_size": 8, "lr": 0.01, "iterations": 1500},
     "resnet101": {"crop_size": 512, "batch_size": 8, "lr": 0.01, "iterations": 1500},
 }
+# the head and crops that keep thin and small objects, and rare classes weighted up (the
+# measurements behind the choice: docs/own-data.md, "Thin and small classes")
+OWN_DATA_RECIPE = {"head": "deeplabv3plus", "output_stride": 16, "crop_mode": "native", "crop_scale": (1.0, 1.5),
+                   "class_weights": "sqrt"}
 # what an increment may not change: the run fixes the model and where it lives
-RUN_FIXED = ("backbone", "weights_backbone", "dataset", "root", "setting", "out", "data", "increments", "format")
+RUN_FIXED = ("backbone", "weights_backbone", "head", "output_stride", "dataset", "root", "setting", "out", "data",
+             "increments", "format")
 
 
 def custom_preset(num_images: int, backbone: str, *, min_side: int | None = None, next_step: bool = False) -> dict:
@@ -40,8 +45,10 @@ def custom_preset(num_images: int, backbone: str, *, min_side: int | None = None
     Steps are counted in iterations, not epochs, so a small dataset gets more epochs: step 0
     runs about ``iterations`` SGD steps (later steps half as many, at a tenth of the learning
     rate, as the paper's schedule), between 3 and 300 epochs. The crop is the backbone's,
-    capped by the images' shorter side. Validation runs about 10 times per step. Under 200
-    images, the loader reads in the training process (workers 0).
+    capped by the images' shorter side, taken at native scale or larger (never shrunk), and
+    step 0 gets DeepLabV3+ and square-root class weights (:data:`OWN_DATA_RECIPE`).
+    Validation runs about 10 times per step. Under 200 images, the loader reads in the
+    training process (workers 0).
     """
     if backbone not in BACKBONE_SETTINGS:
         raise ReminderError(f"unknown backbone {backbone!r}; expected one of {', '.join(BACKBONE_SETTINGS)}")
@@ -58,8 +65,9 @@ def custom_preset(num_images: int, backbone: str, *, min_side: int | None = None
     if next_step:
         return preset | {"epochs_next": epochs, "lr_next": settings["lr"] / 10}
     weights = None if backbone == "tiny" else "imagenet"
-    return preset | {"backbone": backbone, "weights_backbone": weights, "epochs": epochs, "lr": settings["lr"],
-                     "epochs_next": max(3, epochs // 2), "lr_next": settings["lr"] / 10}
+    return preset | OWN_DATA_RECIPE | {"backbone": backbone, "weights_backbone": weights, "epochs": epochs,
+                                       "lr": settings["lr"], "epochs_next": max(3, epochs // 2),
+                                       "lr_next": settings["lr"] / 10}
 
 
 def _step_size(data_paths: list[str], step: int, cache_dir: Path) -> tuple[int, int | None]:

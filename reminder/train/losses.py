@@ -25,13 +25,20 @@ def _mean_over_pixels(per_pixel: torch.Tensor, image_weights: torch.Tensor | Non
     return per_pixel.mean()
 
 
+def _class_weights(weights: torch.Tensor | None, num_classes: int, dtype) -> torch.Tensor | None:
+    """The first ``num_classes`` of per-class weights (None: unweighted)."""
+    return None if weights is None else weights[:num_classes].to(dtype)
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, image_weights: torch.Tensor | None = None,
-                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                  class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Pixel cross-entropy; ``logits: (B, K, H, W)``, ``labels: (B, H, W)``.
 
-    ``image_weights: (B,)`` multiplies each image's loss (PLOP's lambda).
+    ``image_weights: (B,)`` multiplies each image's loss (PLOP's lambda); ``class_weights:
+    (K,)`` each pixel's by its label's weight (still averaged over all pixels).
     """
-    per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+    weight = _class_weights(class_weights, logits.shape[1], logits.dtype)
+    per_pixel = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index, reduction="none")
     return _mean_over_pixels(per_pixel, image_weights)
 
 
@@ -164,7 +171,7 @@ def entropy_pseudo_labels(labels: torch.Tensor, teacher_logits: torch.Tensor, th
 
 
 def unbiased_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, num_old: int,
-                           ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                           class_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """MiB's UNCE: a background pixel may be any old class.
 
     The background log-probability is ``logsumexp(old logits) - logsumexp(all logits)``;
@@ -176,7 +183,8 @@ def unbiased_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, num_ol
     filler = torch.zeros_like(logits[:, 1:num_old])  # old foreground channels: never a target
     log_probabilities = torch.cat([log_background, filler, log_new], dim=1)
     targets = torch.where((labels < num_old) & (labels != ignore_index), torch.zeros_like(labels), labels)
-    per_pixel = F.nll_loss(log_probabilities, targets, ignore_index=ignore_index, reduction="none")
+    weight = _class_weights(class_weights, logits.shape[1], logits.dtype)
+    per_pixel = F.nll_loss(log_probabilities, targets, weight=weight, ignore_index=ignore_index, reduction="none")
     return _mean_over_pixels(per_pixel)
 
 

@@ -34,6 +34,7 @@ class StepInputs:
     ewc: dict | None = None  # {"anchors", "fisher", "parameters"}
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None  # sum across ranks (DDP)
     pseudo_mode: str = "reference"  # the pseudo-label uncertainty scale (config.pseudo_thresholds)
+    class_weights: torch.Tensor | None = None  # (K,) of the CE terms (train/balance.py); None: unweighted
     cache: dict = field(default_factory=dict)
 
     @property
@@ -75,16 +76,17 @@ class Method:
 
 
 def _ce(x: StepInputs) -> torch.Tensor:
-    return L.cross_entropy(x.student.logits.float(), x.labels)
+    return L.cross_entropy(x.student.logits.float(), x.labels, class_weights=x.class_weights)
 
 
 def _pseudo_ce(x: StepInputs) -> torch.Tensor:
     labels, weights = x.pseudo_labelled()
-    return L.cross_entropy(x.student.logits.float(), labels, image_weights=weights)
+    return L.cross_entropy(x.student.logits.float(), labels, image_weights=weights, class_weights=x.class_weights)
 
 
 def _unce(x: StepInputs) -> torch.Tensor:
-    return L.unbiased_cross_entropy(x.student.logits.float(), x.labels, num_old=x.num_old)
+    return L.unbiased_cross_entropy(x.student.logits.float(), x.labels, num_old=x.num_old,
+                                    class_weights=x.class_weights)
 
 
 def _pod(config: TrainConfig) -> Callable[[StepInputs], torch.Tensor]:

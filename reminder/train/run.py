@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from reminder.data.classes import voc_palette
 from reminder.data.splits import load_scenario
@@ -33,54 +31,18 @@ from reminder.train.threads import busy_warning
 from reminder.errors import ReminderError
 from reminder.io import atomic_write_text, folder_lock
 from reminder.models import build_segmenter
+from reminder.train.balance import step_class_weights
 from reminder.train.checkpoint import (check_compatible, completed_steps, load_model, load_tensors, read_meta,
                                        save_model, save_tensors, step_file_hashes)
 from reminder.train.config import TrainConfig, check_resume, load_config
 from reminder.train.history import History
-from reminder.train.distributed import DistContext, init_distributed
+from reminder.train.loaders import make_loader, resolve_device, seed_everything  # noqa: F401 (public here too)
+from reminder.train.distributed import init_distributed
 from reminder.train.evaluate import confusion_matrix, step_metrics
 from reminder.train.methods import STEP0_METHOD, build_method
 from reminder.train.results import collect_steps, read_results, write_results  # noqa: F401 (public here too)
 from reminder.train.prototypes import compute_prototypes, load_prototypes, merge_prototypes, save_prototypes
 from reminder.train.step import ForwardFeatures, StepState, compute_thresholds, estimate_fisher, freeze, train_increment
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ReminderError(f"device {name} was asked for, but CUDA is not available here")
-    return device
-
-
-def seed_everything(seed: int, step: int) -> int:
-    value = (seed * 1_000_003 + step) % (2 ** 31)
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
-    return value
-
-
-def _seed_worker(worker_id: int) -> None:
-    value = torch.initial_seed() % (2 ** 32)
-    np.random.seed(value)
-    random.seed(value)
-
-
-def make_loader(dataset, *, batch_size: int, train: bool, seed: int, config: TrainConfig,
-                dist: DistContext, device: torch.device) -> DataLoader:
-    per_rank = max(1, batch_size // dist.world_size)
-    sampler = None
-    if dist.enabled:
-        # evaluation shards without DistributedSampler's padding, so no image is counted twice
-        sampler = (DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=True, seed=seed, drop_last=True)
-                   if train else range(dist.rank, len(dataset), dist.world_size))
-    drop_last = train and len(dataset) >= per_rank * dist.world_size
-    return DataLoader(dataset, batch_size=per_rank, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=config.workers, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
-                      pin_memory=device.type == "cuda", persistent_workers=False)
-
 
 class ScenarioRunner:
     """Trains, checkpoints and evaluates the steps of one configuration."""
@@ -154,7 +116,7 @@ class ScenarioRunner:
 
     # -- one step ---------------------------------------------------------------------
     def train_loader(self, step: int) -> DataLoader:
-        transform = train_transform(self.config.crop_size, scale=self.config.crop_scale)
+        transform = train_transform(self.config.crop_size, scale=self.config.crop_scale, mode=self.config.crop_mode)
         return make_loader(self.data.train_dataset(step, transform), batch_size=self.config.batch_size,
                            train=True, seed=seed_everything(self.config.seed, step), config=self.config,
                            dist=self.dist, device=self.device)
@@ -177,7 +139,8 @@ class ScenarioRunner:
             state = StepState(step=step, num_old=num_old)
             if step == 0:
                 model = build_segmenter(config.backbone, num_classes=scenario.classes_per_step()[0],
-                                        weights_backbone=config.weights_backbone).to(self.device)
+                                        weights_backbone=config.weights_backbone, head=config.head,
+                                        output_stride=config.output_stride).to(self.device)
             else:
                 model, _ = load_model(self.step_dir(step - 1), self.device)
                 model.add_classes(scenario.classes_per_step()[step])
@@ -209,6 +172,8 @@ class ScenarioRunner:
         config, step = self.config, state.step
         method = self.method if step > 0 else STEP0_METHOD
         loader = self.train_loader(step)
+        state.class_weights = step_class_weights(loader.dataset, self.scenario.num_seen(step), config.class_weights,
+                                                 self.device)
         if method.pseudo_labels:
             state.thresholds = compute_thresholds(state.teacher, loader, device=self.device, bins=config.pseudo_bins,
                                                   floor=config.pseudo_floor, num_all=self.scenario.num_seen(step),
@@ -235,9 +200,11 @@ class ScenarioRunner:
             history = History(self.step_dir(step), step, tensorboard=config.tensorboard, wandb=config.wandb,
                                run_name=self.out.name)
         try:
-            return train_increment(trained, method, loader, state, config=config, device=self.device,
-                                   dist=self.dist, epochs=epochs, lr=lr, progress=self.progress, history=history,
-                                   validate=self._validator(step) if config.eval_every else None)
+            stats = train_increment(trained, method, loader, state, config=config, device=self.device,
+                                    dist=self.dist, epochs=epochs, lr=lr, progress=self.progress, history=history,
+                                    validate=self._validator(step) if config.eval_every else None)
+            weights = state.class_weights
+            return stats | ({"class_weights": [round(float(w), 4) for w in weights]} if weights is not None else {})
         finally:
             if history is not None:
                 history.close()

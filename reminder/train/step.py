@@ -37,6 +37,7 @@ class StepState:
     thresholds: torch.Tensor | None = None
     old_prototypes: torch.Tensor | None = None
     fisher: dict | None = None
+    class_weights: torch.Tensor | None = None  # (K,) of the CE terms (train/balance.py)
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -221,7 +222,7 @@ def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labe
     inputs = StepInputs(images, labels, student_out, teacher_out, num_old=state.num_old,
                         num_seen=core.num_classes, thresholds=state.thresholds,
                         old_prototypes=state.old_prototypes, reduce=dist.reduce,
-                        pseudo_mode=config.pseudo_thresholds)
+                        pseudo_mode=config.pseudo_thresholds, class_weights=state.class_weights)
     if ewc is not None:
         inputs.ewc = {**ewc, "parameters": dict(core.named_parameters())}
     terms = compute_terms(method, inputs)

@@ -4,8 +4,9 @@ With ``--freeze-backbone`` (and batch norm frozen, as every on-device update run
 backbone computes the same output for the same input at every iteration, and so does the
 teacher: the student's backbone *is* the teacher's, and the teacher does not train. So each
 frame is augmented ``views`` times once (random scale-crop and flip, as in training), the
-backbone runs once per view, and the outputs are kept in memory with the teacher's ASPP
-features and logits. The iterations then run only the student's ASPP and head.
+backbone runs once per view, and the outputs (with the stride-4 stage a DeepLabV3+ decoder
+fuses) are kept in memory with the teacher's head features and logits. The iterations then
+run only the student's ASPP, decoder and classifier.
 
 The losses are the same as :func:`reminder.update.training.train_on_frames`' (a test checks
 it term by term on the same batch): the local POD terms on the backbone stages are zero
@@ -31,9 +32,10 @@ from reminder.update.frames import Frame, FrameDataset
 
 @dataclass
 class FeatureCache:
-    """Per view: the backbone output, the teacher's ASPP features and low-res logits, the
+    """Per view: the backbone output, the teacher's head features and low-res logits, the
     labels and PLOP's pseudo-labels (uint8, 255 ignored) with their per-image weight;
-    ``stages`` is how many backbone stages POD reads."""
+    ``stages`` is how many backbone stages POD reads; ``low`` the decoder's stride-4 stage
+    (DeepLabV3+ only)."""
 
     backbone: torch.Tensor
     teacher_features: torch.Tensor
@@ -42,6 +44,7 @@ class FeatureCache:
     stages: int
     pseudo: torch.Tensor | None = None
     pseudo_weights: torch.Tensor | None = None
+    low: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,12 +56,12 @@ class FeatureCache:
             return None if values[0] is None else torch.cat(values)
 
         return cls(cat("backbone"), cat("teacher_features"), cat("teacher_lowres"), cat("labels"), parts[0].stages,
-                   cat("pseudo"), cat("pseudo_weights"))
+                   cat("pseudo"), cat("pseudo_weights"), cat("low"))
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.backbone, self.teacher_features, self.teacher_lowres,
-                                                          self.labels, self.pseudo, self.pseudo_weights)
+                                                          self.labels, self.pseudo, self.pseudo_weights, self.low)
                    if t is not None)
 
 
@@ -68,7 +71,8 @@ def build_cache(learner, frames: Sequence[Frame], *, views: int, crop: int, seed
     the teacher's ASPP and head, once."""
     from reminder.data.transforms import train_transform
 
-    dataset = FrameDataset(frames, train_transform(crop, scale=(0.5, 2.0)))
+    config = learner.config
+    dataset = FrameDataset(frames, train_transform(crop, scale=config.crop_scale, mode=config.crop_mode))
     order = [i for _ in range(views) for i in range(len(dataset))]
     parts = []
     with torch.random.fork_rng(devices=[]):
@@ -90,7 +94,7 @@ def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch
 
     teacher, backbone, state = learner.teacher, learner.student.backbone, learner.state
     pseudo = learner.method.pseudo_labels and state.thresholds is not None
-    parts: dict[str, list] = {"backbone": [], "features": [], "lowres": [], "pseudo": [], "weights": []}
+    parts: dict[str, list] = {"backbone": [], "features": [], "lowres": [], "pseudo": [], "weights": [], "low": []}
     stages = 0
     from reminder.train.step import autocast
 
@@ -98,9 +102,12 @@ def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch
         for start in range(0, len(images), chunk):
             stage_outputs, out = backbone(images[start:start + chunk].to(device))
             stages = len(stage_outputs)
-            features = teacher.aspp(out)
+            low = teacher.low_level(stage_outputs)
+            features = teacher.head_features(out, low)
             lowres = teacher.classifier(features).float()
             out, features = out.float(), features.float()
+            if low is not None:
+                parts["low"].append(low.float())
             parts["backbone"].append(out)
             parts["features"].append(features)
             parts["lowres"].append(lowres)
@@ -114,7 +121,8 @@ def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch
                 parts["weights"].append(weights)
     return FeatureCache(torch.cat(parts["backbone"]), torch.cat(parts["features"]), torch.cat(parts["lowres"]),
                         labels.clamp(max=255).to(torch.uint8).to(device), stages,
-                        torch.cat(parts["pseudo"]) if pseudo else None, torch.cat(parts["weights"]) if pseudo else None)
+                        torch.cat(parts["pseudo"]) if pseudo else None, torch.cat(parts["weights"]) if pseudo else None,
+                        torch.cat(parts["low"]) if parts["low"] else None)
 
 
 def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -126,7 +134,7 @@ def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str,
     student, state = learner.student, learner.state
     labels = cache.labels[index].long()
     size = labels.shape[-2:]
-    features = student.aspp(cache.backbone[index])
+    features = student.head_features(cache.backbone[index], None if cache.low is None else cache.low[index])
     lowres = student.classifier(features)
     teacher_lowres = cache.teacher_lowres[index]
     stand_ins = [labels.new_zeros((len(index), 1, 4, 4), dtype=torch.float32) for _ in range(cache.stages)]
@@ -136,7 +144,8 @@ def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str,
     teacher_out = SegmenterOutput(teacher_lowres, teacher_lowres, cache.teacher_features[index], stand_ins)
     inputs = StepInputs(None, labels, student_out, teacher_out, num_old=state.num_old,
                         num_seen=student.num_classes, thresholds=state.thresholds,
-                        old_prototypes=state.old_prototypes, pseudo_mode=learner.config.pseudo_thresholds)
+                        old_prototypes=state.old_prototypes, pseudo_mode=learner.config.pseudo_thresholds,
+                        class_weights=state.class_weights)
     if cache.pseudo is not None:
         inputs.cache["pseudo"] = (cache.pseudo[index].long(), cache.pseudo_weights[index])
     return compute_terms(learner.method, inputs)
@@ -149,11 +158,12 @@ def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_s
     the cache, then ``iterations`` SGD steps on the ASPP and head with a poly LR."""
     from reminder.progress import progress as progress_bar
     from reminder.train.step import _check_finite, autocast, make_optimizer, poly_lr, record_terms, set_train_mode
-    from reminder.update.training import finish, set_thresholds
+    from reminder.update.training import finish, set_class_weights, set_thresholds
 
     config, student, state = learner.config, learner.student, learner.state
     started = time.perf_counter()
     set_thresholds(learner, frames, device)
+    set_class_weights(learner, frames, device)
     views = max(1, min(views, math.ceil(iterations * batch_size / max(len(frames), 1))))
     cache = build_cache(learner, frames, views=views, crop=crop, seed=seed, device=device, amp=amp)
     if log is not None:

@@ -126,12 +126,22 @@ def _auto_amp(device: torch.device, options: UpdateOptions) -> str:
 
 
 def _training_config(options: UpdateOptions, *, images: Path, out: Path, crop: int, lr: float, amp: str,
-                     device: torch.device):
-    from reminder.train.config import TrainConfig
+                     device: torch.device, recipe: dict):
+    """The update's training options; ``recipe``: the crops and class weights the bundle was
+    trained with (its manifest's ``model.recipe``; the paper's crops before it was recorded)."""
+    from reminder.train.config import TrainConfig, _check_values
 
+    recipe = {k: recipe[k] for k in ("crop_mode", "crop_scale", "class_weights") if k in recipe}
+    if isinstance(recipe.get("crop_scale"), list):
+        recipe["crop_scale"] = tuple(recipe["crop_scale"])
+    try:
+        _check_values(recipe)
+    except ReminderError as error:
+        raise ReminderError(f"the bundle's manifest records a training recipe this update cannot use: "
+                            f"{error}") from None
     return TrainConfig(dataset="device", root=str(images), setting="update", method="reminder", out=str(out),
                        batch_size=options.batch_size, crop_size=crop, lr_next=lr, amp=amp, freeze_bn=True,
-                       seed=options.seed, device=str(device), workers=options.workers)
+                       seed=options.seed, device=str(device), workers=options.workers, **recipe)
 
 
 def update_bundle(bundle: str | Path, *, images: str | Path, masks: str | Path, classes: Sequence[NewClass | str],
@@ -176,7 +186,8 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
         f"on {device}{' with a frozen backbone' if options.freeze_backbone else ''}")
 
     bank = load_prototype_bank(folder, parent, num_old, required=options.csw_kd)  # 3. the learner
-    config = _training_config(options, images=Path(images), out=out, crop=crop, lr=lr, amp=amp, device=device)
+    config = _training_config(options, images=Path(images), out=out, crop=crop, lr=lr, amp=amp, device=device,
+                              recipe=(parent.get("model") or {}).get("recipe") or {})
     learner = make_learner(load_bundle_model(folder, parent, device), len(classes), csw_kd=options.csw_kd,
                            old_prototypes=bank["prototypes"] if options.csw_kd else None,
                            freeze_backbone=options.freeze_backbone, step=int(parent.get("step", 0)) + 1,

@@ -17,14 +17,14 @@ from reminder.update.frames import Frame, FrameDataset
 
 def load_bundle_model(folder: Path, manifest: dict, device: torch.device):
     """The segmenter of a bundle, from its safetensors checkpoint."""
-    from reminder.models import build_segmenter
+    from reminder.models import segmenter_from_config
     from reminder.train.checkpoint import load_tensors
 
     if "checkpoint.safetensors" not in manifest.get("files", {}):
         raise ReminderError(f"bundle {folder} has no checkpoint.safetensors: it was exported for inference only, "
                             f"and an update needs the weights (export the run again; bundles include them)")
     model_info = manifest.get("model") or {}
-    model = build_segmenter(model_info["backbone"], num_classes=list(model_info["classes_per_step"]))
+    model = segmenter_from_config(model_info)
     try:
         model.load_state_dict(load_tensors(folder / "checkpoint.safetensors"))
     except RuntimeError as error:
@@ -101,7 +101,8 @@ def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: in
     from reminder.train.step import make_optimizer, poly_lr, record_terms, set_train_mode, train_iteration
 
     config, student, state = learner.config, learner.student, learner.state
-    dataset = FrameDataset(frames, train_transform(crop, scale=(0.5, 2.0)))
+    set_class_weights(learner, frames, device)
+    dataset = FrameDataset(frames, train_transform(crop, scale=config.crop_scale, mode=config.crop_mode))
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
                                          drop_last=False, num_workers=workers, generator=generator)
@@ -130,6 +131,17 @@ def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: in
             record_terms(sums, terms, bar)
             done += 1
     return finish(student, bar, done, stopped_by, started, sums)
+
+
+def set_class_weights(learner: Learner, frames: Sequence[Frame], device: torch.device) -> None:
+    """The CE terms' class weights from the frames' labels, when the bundle was trained with them."""
+    import numpy as np
+
+    from reminder.train.balance import class_weights
+
+    counts = sum(np.bincount(f.labels.ravel(), minlength=256)[:learner.student.num_classes] for f in frames)
+    weights = class_weights(counts, learner.config.class_weights)
+    learner.state.class_weights = None if weights is None else weights.to(device)
 
 
 def set_thresholds(learner: Learner, frames: Sequence[Frame], device: torch.device) -> None:

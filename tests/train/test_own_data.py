@@ -142,6 +142,24 @@ def test_preset_scales_with_the_data_and_the_backbone():
     assert custom_preset(40, "resnet101")["weights_backbone"] == "imagenet"
     step = custom_preset(40, "tiny", next_step=True)
     assert step["lr_next"] == pytest.approx(small["lr"] / 10) and "backbone" not in step
+    # own data: the head, crops and class weights that keep thin and small classes; an
+    # increment inherits them (they are not the step's to change)
+    assert {k: small[k] for k in ("head", "output_stride", "crop_mode", "crop_scale", "class_weights")} == {
+        "head": "deeplabv3plus", "output_stride": 16, "crop_mode": "native", "crop_scale": (1.0, 1.5),
+        "class_weights": "sqrt"}
+    assert "head" not in step and "class_weights" not in step
+
+
+def test_the_recipe_is_recorded_and_the_run_fixes_the_head(run, days):
+    meta = read_meta(run / "step1")
+    assert (meta["head"], meta["output_stride"]) == ("deeplabv3plus", 16)
+    for step in (0, 1):  # the weights each step's CE terms used, from its own labels
+        weights = json.loads((run / f"step{step}" / "metrics.json").read_text())["train"]["class_weights"]
+        assert len(weights) == (5 if step == 0 else 6) and max(weights) > 1 > min(weights)
+    manifest = json.loads((run / "bundles" / "step1" / "manifest.json").read_text())
+    assert manifest["model"]["recipe"] == {"crop_mode": "native", "crop_scale": [1.0, 1.5], "class_weights": "sqrt"}
+    result = _cli("increment", run, "--data", days[1], "--set", "head=deeplabv3")
+    assert result.exit_code == 2 and "head is fixed by" in result.output
 
 
 def test_tensorboard_gets_the_same_values(tmp_path, days):
@@ -273,3 +291,25 @@ def test_new_options_on_a_complete_step_are_refused_not_ignored(run, days):
     assert result.exit_code == 2 and "method='reminder'" in result.output
     result = _cli("increment", run, "--data", days[1], "--max-iterations", "4", "--quiet")  # as trained
     assert result.exit_code == 0 and "already exists" in result.output
+
+
+def test_a_bundle_runs_at_the_data_frame_size(tmp_path):
+    """Non-square inspection frames: the bundle's input is their size (not the square crop),
+    unless --deploy-size says otherwise; the manifest records both sizes."""
+    result = _cli("data", "inspection", "--out", tmp_path / "data", "--train", 6, "--val", 3, "--size", "64x96",
+                  "--quiet")
+    assert result.exit_code == 0 and "6 train + 3 val frames of 96x64 px" in result.output, result.output
+    result = _cli("train", "--data", tmp_path / "data" / "data.yaml", "--out", tmp_path / "run", "--backbone", "tiny",
+                  "--max-iterations", "2", "--batch-size", "2", "--crop-size", "48", "--workers", "0", "--quiet")
+    assert result.exit_code == 0, result.output
+    result = _cli("export", tmp_path / "run", "--out", tmp_path / "b", "--quiet")
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "b" / "manifest.json").read_text())["input"]
+    assert (spec["height"], spec["width"]) == (64, 96)
+    assert spec["sizes"] == {"deploy": [64, 96], "from": "data", "train_crop": 48}
+    result = _cli("export", tmp_path / "run", "--out", tmp_path / "b2", "--deploy-size", "48x80", "--quiet")
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "b2" / "manifest.json").read_text())["input"]
+    assert (spec["height"], spec["width"], spec["sizes"]["from"]) == (48, 80, "given")
+    result = _cli("export", tmp_path / "run", "--out", tmp_path / "b3", "--deploy-size", "8x8000")
+    assert result.exit_code == 2 and "deploy size 8x8000 is outside" in result.output

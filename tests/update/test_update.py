@@ -255,9 +255,12 @@ def test_bad_options_are_refused_before_training(bundles, sheep_frames, tmp_path
     assert not (tmp_path / "o").exists()
 
 
-def test_cached_features_give_the_same_loss_terms_as_the_full_forward(bundles, sheep_frames):
+@pytest.mark.parametrize("parent", ["deeplabv3", "deeplabv3plus"])
+def test_cached_features_give_the_same_loss_terms_as_the_full_forward(parent, request, sheep_frames):
     """With a frozen backbone, the cached path computes REMINDER's terms (pseudo-label CE,
-    local POD, CSW-KD) exactly as the full forward of student and teacher on the batch."""
+    local POD, CSW-KD) exactly as the full forward of student and teacher on the batch, for
+    either head (DeepLabV3+'s decoder reads a cached stride-4 stage), with the class weights
+    of the bundle's recipe."""
     import torch
 
     from reminder.bundle import open_bundle
@@ -268,22 +271,26 @@ def test_cached_features_give_the_same_loss_terms_as_the_full_forward(bundles, s
     from reminder.update.cached import cached_terms, encode
     from reminder.update.frames import FrameDataset, read_frames
     from reminder.update.increment import _training_config
-    from reminder.update.training import load_bundle_model, make_learner, plain_loader
+    from reminder.update.training import load_bundle_model, make_learner, plain_loader, set_class_weights
 
     torch.manual_seed(0)
-    folder, manifest = open_bundle(bundles[0])
+    bundle = request.getfixturevalue("bundles")[0] if parent == "deeplabv3" else \
+        request.getfixturevalue("v3plus_bundle")
+    folder, manifest = open_bundle(bundle)
     device = torch.device("cpu")
     frames = read_frames(sheep_frames / "images", sheep_frames / "masks",
                          [tuple(c["color"]) for c in manifest["classes"]] + [tuple(voc_palette()[SHEEP])], [16],
                          lambda message: None)[:6]
     config = _training_config(DEVICE, images=sheep_frames, out=sheep_frames, crop=64, lr=0.01, amp="none",
-                              device=device)
+                              device=device, recipe=manifest["model"].get("recipe", {}))
     learner = make_learner(load_bundle_model(folder, manifest, device), 1, csw_kd=True,
                            old_prototypes=load_prototypes(folder / "prototypes.safetensors")["prototypes"],
                            freeze_backbone=True, step=1, config=config, device=device)
     learner.state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
                                                   bins=config.pseudo_bins, floor=config.pseudo_floor,
                                                   num_all=17, mode=config.pseudo_thresholds)
+    set_class_weights(learner, frames, device)
+    assert (learner.state.class_weights is not None) == (parent == "deeplabv3plus")
     dataset = FrameDataset(frames, train_transform(64))
     images, labels = (torch.stack(part) for part in zip(*[dataset[i] for i in range(len(frames))]))
     set_train_mode(learner.student, freeze_bn=True)
@@ -291,13 +298,26 @@ def test_cached_features_give_the_same_loss_terms_as_the_full_forward(bundles, s
         full = compute_terms(learner.method, StepInputs(
             images, labels, learner.student.forward_features(images), learner.teacher.forward_features(images),
             num_old=16, num_seen=17, thresholds=learner.state.thresholds,
-            old_prototypes=learner.state.old_prototypes, pseudo_mode=config.pseudo_thresholds))
+            old_prototypes=learner.state.old_prototypes, pseudo_mode=config.pseudo_thresholds,
+            class_weights=learner.state.class_weights))
         cache = encode(learner, images, labels, device=device)
         cached = cached_terms(learner, cache, torch.arange(len(frames)))
     assert set(full) == set(cached) == {"loss", "ce", "pod", "csw_kd"}
     for name in full:
         assert float(cached[name]) == pytest.approx(float(full[name]), rel=1e-4, abs=1e-6), name
     assert float(full["csw_kd"]) > 0 and float(full["pod"]) > 0
+
+
+def test_a_deeplabv3plus_parent_is_updated_with_its_own_head_and_recipe(v3plus_bundle, sheep_frames, tmp_path):
+    parent = verify_bundle(v3plus_bundle)
+    result = update_bundle(v3plus_bundle, images=sheep_frames / "images", masks=sheep_frames / "masks",
+                           classes=["sheep"], out=tmp_path / "b",
+                           options=UpdateOptions(iterations=6, freeze_backbone=True, int8_min_agreement=0.5), **QUIET)
+    child = verify_bundle(result.bundle)
+    assert child["model"]["head"] == "deeplabv3plus" and child["model"]["output_stride"] == 8
+    assert child["model"]["recipe"] == parent["model"]["recipe"] == {"crop_mode": "native", "crop_scale": [1.0, 1.5],
+                                                                     "class_weights": "sqrt"}
+    assert Predictor(result.bundle).num_classes == 17
 
 
 def test_update_without_the_feature_cache_still_learns(bundles, sheep_frames, tmp_path):
