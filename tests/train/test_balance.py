@@ -15,7 +15,8 @@ def test_sqrt_weights_by_hand():
     norm = (np.array([0.64, 0.32, 0.04]) * raw).sum()
     assert weights[:3].tolist() == pytest.approx((raw / norm).tolist(), rel=1e-6)
     assert weights[3] == 1.0  # absent (an old class in an increment's labels): neutral
-    assert float((torch.tensor([0.64, 0.32, 0.04]) * weights[:3]).sum()) == pytest.approx(1.0)  # the loss keeps its scale
+    # the pixel-weighted mean weight is 1: the loss keeps its scale
+    assert float((torch.tensor([0.64, 0.32, 0.04]) * weights[:3]).sum()) == pytest.approx(1.0)
     assert class_weights([640, 320, 40], "none") is None
 
 
