@@ -34,7 +34,8 @@ def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[
         "metrics": {"new_iou": report["new_iou"], "old_agreement": report["old_agreement"]},
         "quality": {"per_class_iou": report["new_iou"], "new_classes": [c.name for c in classes],
                     "weak": weak_classes(report["new_iou"], background=""),
-                    "measured_on": "the update's held-out frames (new classes only)"},
+                    "measured_on": "the update's held-out frames (new classes only)",
+                    "old_classes": report.get("old_classes", {}), "forgotten": report.get("forgotten", [])},
         "update": report,
     })
     model = dict(manifest.get("model") or {})
