@@ -134,6 +134,8 @@ def _training_config(options: UpdateOptions, *, images: Path, out: Path, crop: i
     recipe = {k: recipe[k] for k in ("crop_mode", "crop_scale", "class_weights") if k in recipe}
     if isinstance(recipe.get("crop_scale"), list):
         recipe["crop_scale"] = tuple(recipe["crop_scale"])
+    if recipe.get("crop_mode", "resized") == "resized":  # the paper's crops: the update's own, measured scale
+        recipe.pop("crop_scale", None)
     try:
         _check_values(recipe)
     except ReminderError as error:
