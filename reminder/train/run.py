@@ -202,7 +202,8 @@ class ScenarioRunner:
         try:
             stats = train_increment(trained, method, loader, state, config=config, device=self.device,
                                     dist=self.dist, epochs=epochs, lr=lr, progress=self.progress, history=history,
-                                    validate=self._validator(step) if config.eval_every else None)
+                                    validate=self._validator(step) if config.eval_every else None,
+                                    log=self.log if self.dist.is_main else None)
             weights = state.class_weights
             return stats | ({"class_weights": [round(float(w), 4) for w in weights]} if weights is not None else {})
         finally:

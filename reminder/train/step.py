@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -130,12 +131,13 @@ def compute_terms(method: Method, inputs: StepInputs) -> dict[str, torch.Tensor]
 
 def train_increment(model: nn.Module, method: Method, loader, state: StepState, *, config: TrainConfig,
                     device: torch.device, dist: DistContext, epochs: int, lr: float,
-                    progress: bool = True, history=None, validate=None) -> dict[str, float]:
+                    progress: bool = True, history=None, validate=None, log=None) -> dict[str, float]:
     """Train ``model`` (the student, possibly DDP-wrapped) for one step; mean of each term.
 
     ``history`` (a :class:`reminder.train.history.History`) gets every iteration's terms and
     learning rate; ``validate(model) -> mIoU`` runs every ``config.eval_every`` epochs and
-    after the last one, its result going to ``history``."""
+    after the last one, its result going to ``history``. ``log`` gets a warning when CPU
+    iterations are far slower than measured (:func:`reminder.train.threads.slow_warning`)."""
     optimizer = make_optimizer(model, lr, config)
     scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" and device.type == "cuda" else None
     per_epoch = len(loader)
@@ -152,7 +154,7 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
     if progress and dist.is_main:
         bar = progress_bar(None, True, total=total, desc=f"step {state.step}", unit="it", dynamic_ncols=True)
     sums: dict[str, float] = {}
-    iteration = 0
+    iteration, timer = 0, None
     num_epochs = math.ceil(total / max(per_epoch, 1))
     try:
         for epoch in range(num_epochs):
@@ -171,6 +173,7 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
                 if history is not None:
                     history.iteration(epoch, iteration, step_lr, values)
                 iteration += 1
+                timer = _speed_check(timer, iteration, config, state, device, log)
             last = epoch == num_epochs - 1
             if validate is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
                 miou = validate(unwrap(model))
@@ -184,6 +187,25 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
         if bar is not None:
             bar.close()
     return {name: value / max(iteration, 1) for name, value in sums.items()} | {"iterations": iteration}
+
+
+SPEED_WINDOW = (3, 13)  # iterations timed for the speed check (after the first ones' warm-up)
+
+
+def _speed_check(timer, iteration: int, config: TrainConfig, state: StepState, device: torch.device, log):
+    """Time iterations ``SPEED_WINDOW`` on the CPU and log :func:`slow_warning` once."""
+    if log is None or device.type != "cpu":
+        return None
+    if iteration == SPEED_WINDOW[0]:
+        return time.perf_counter()
+    if iteration == SPEED_WINDOW[1] and timer is not None:
+        from reminder.train.threads import slow_warning
+
+        seconds = (time.perf_counter() - timer) / (SPEED_WINDOW[1] - SPEED_WINDOW[0])
+        if (warning := slow_warning(seconds, config, teacher=state.teacher is not None)) is not None:
+            log(warning)
+        return None
+    return timer
 
 
 def record_terms(sums: dict[str, float], terms: dict[str, torch.Tensor], bar) -> dict[str, float]:

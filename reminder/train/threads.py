@@ -62,3 +62,41 @@ def busy_warning() -> str | None:
         return None
     return (f"WARNING: this machine is busy (load {load:.1f} on {cpus} CPUs): with {threads} torch threads each "
             f"iteration may take several times longer; --threads 1 can be faster (docs/own-data.md, 'Threads')")
+
+
+# Seconds per megapixel of a training batch (batch x crop x crop) at step 0, measured with
+# 2 torch threads on this project's 2-core CI machine (docs/benchmarks.md, "Training step
+# speed", and the heads' measurements in docs/training.md); resnet50 is estimated between.
+EXPECTED_SECONDS_PER_MEGAPIXEL = {
+    ("tiny", "deeplabv3"): 0.55, ("tiny", "deeplabv3plus"): 1.5,
+    ("mobilenet_v3_large", "deeplabv3"): 2.5, ("mobilenet_v3_large", "deeplabv3plus"): 3.5,
+    ("resnet50", "deeplabv3"): 6.0, ("resnet50", "deeplabv3plus"): 7.0,
+    ("resnet101", "deeplabv3"): 9.2, ("resnet101", "deeplabv3plus"): 10.2,
+}
+SLOW_FACTOR = 4.0  # slower than this many times the expectation: the machine is busy, or threads fight
+
+
+def expected_iteration_seconds(config, *, teacher: bool, threads: int) -> float | None:
+    """What one CPU training iteration of ``config`` should take with ``threads`` threads
+    (None: no measurement for its backbone and head)."""
+    per_megapixel = EXPECTED_SECONDS_PER_MEGAPIXEL.get((config.backbone, config.head))
+    if per_megapixel is None:
+        return None
+    seconds = per_megapixel * config.batch_size * config.crop_size ** 2 / 1e6
+    seconds *= (2.0 if config.output_stride == 8 else 1.0) * (1.4 if teacher else 1.0)
+    return seconds * (2 / max(1, threads)) ** 0.8  # more threads help less than linearly
+
+
+def slow_warning(seconds: float, config, *, teacher: bool) -> str | None:
+    """A one-line warning when CPU iterations take far longer than measured for the backbone,
+    head and sizes, naming --threads; None otherwise."""
+    import torch
+
+    threads = torch.get_num_threads()
+    expected = expected_iteration_seconds(config, teacher=teacher, threads=threads)
+    if expected is None or seconds < SLOW_FACTOR * expected:
+        return None
+    return (f"WARNING: training iterations take {seconds:.2f} s, {seconds / expected:.0f}x what {config.backbone} "
+            f"({config.head}, batch {config.batch_size}, crop {config.crop_size}) takes on a quiet 2-core machine "
+            f"with {threads} threads ({expected:.2f} s): another job may share these cores; --threads 1 (or fewer "
+            f"--workers) often runs several times faster on a busy machine")

@@ -313,3 +313,26 @@ def test_a_bundle_runs_at_the_data_frame_size(tmp_path):
     assert (spec["height"], spec["width"], spec["sizes"]["from"]) == (48, 80, "given")
     result = _cli("export", tmp_path / "run", "--out", tmp_path / "b3", "--deploy-size", "8x8000")
     assert result.exit_code == 2 and "deploy size 8x8000 is outside" in result.output
+
+
+def test_slow_iterations_name_threads(days, tmp_path, monkeypatch):
+    """Iterations far slower than measured for the backbone and sizes get one warning naming
+    --threads (here the expectation is made 1000 times too fast, so a real run is 'slow')."""
+    from reminder.train import threads
+    from reminder.train.config import resolve_config
+
+    config = resolve_config(dataset="custom", root=tmp_path, setting="custom", method="finetune", out=tmp_path,
+                            backbone="tiny", head="deeplabv3plus", batch_size=16, crop_size=128)
+    expected = threads.expected_iteration_seconds(config, teacher=False, threads=2)
+    assert expected == pytest.approx(1.5 * 16 * 128 ** 2 / 1e6)  # the measured 0.39 s
+    assert threads.slow_warning(expected * 2, config, teacher=False) is None
+    monkeypatch.setattr("torch.get_num_threads", lambda: 2)
+    warning = threads.slow_warning(expected * 10, config, teacher=False)
+    assert "10x what tiny (deeplabv3plus, batch 16, crop 128)" in warning and "--threads 1" in warning
+    monkeypatch.undo()
+    fast = {key: value / 1000 for key, value in threads.EXPECTED_SECONDS_PER_MEGAPIXEL.items()}
+    monkeypatch.setattr(threads, "EXPECTED_SECONDS_PER_MEGAPIXEL", fast)
+    lines = []
+    fit(days[0], out=tmp_path / "run", backbone="tiny", max_iterations=14, batch_size=2, crop_size=32, workers=0,
+        progress=False, log=lines.append)
+    assert sum("WARNING: training iterations take" in line for line in lines) == 1, lines
