@@ -326,3 +326,38 @@ def test_resign_waits_for_a_publish_in_progress(tmp_path):
         assert worker.is_alive() and not done
     worker.join(timeout=60)
     assert done == [2]
+
+
+class _TrickledHeaders(BaseHTTPRequestHandler):
+    """A server that sends its status line one byte every half second: every read returns
+    within any socket timeout, and the headers never end."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n" * 1000:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.5)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+
+
+def test_trickled_headers_hit_the_deadline_and_free_the_lock(installed, tmp_path):
+    httpd, repo, url, device, old = installed
+    trickle = ThreadingHTTPServer(("127.0.0.1", 0), _TrickledHeaders)
+    trickle.daemon_threads = True
+    threading.Thread(target=trickle.serve_forever, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(ReminderError, match="no complete response headers within 2 s"):
+        fleet.sync(device, url=f"http://127.0.0.1:{trickle.server_address[1]}", deadline=2.0, min_rate=1000,
+                   **QUIET)
+    assert time.monotonic() - started < 20
+    _still_on(device, old)
+    from reminder.fleet.device import device_lock
+
+    with device_lock(device, wait=False):  # the sync let go of the device: rollback can run
+        pass
+    trickle.shutdown()
