@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from reminder.errors import ReminderError
+from reminder.errors import ReminderError, write_failure
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -32,8 +32,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as error:
         tmp_path.unlink(missing_ok=True)
+        failure = write_failure(error, path) if isinstance(error, Exception) else None
+        if failure is not None:
+            raise failure from None
         raise
     return path
 

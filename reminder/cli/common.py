@@ -6,18 +6,29 @@ import json
 
 import click
 
-from reminder.errors import ReminderError
+from reminder.errors import LocalError, ReminderError, write_failure
 
 
 class ReminderGroup(click.Group):
-    """Turns a :class:`ReminderError` anywhere below into a one-line error and exit code 2."""
+    """Turns a :class:`ReminderError` anywhere below into a one-line error and exit code 2;
+    a :class:`LocalError`, and a write this machine could not take (a full disk, a read-only
+    folder: one line naming the file and the free space), into exit code 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except LocalError as error:  # the machine, not the input: trying again after fixing it can succeed
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(1)
         except ReminderError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(2)
+        except Exception as error:  # OSError, or a writer's own error type that wraps one
+            failure = write_failure(error, getattr(error, "filename", None) or "a file")
+            if failure is None:
+                raise
+            click.echo(f"Error: {failure}", err=True)
+            ctx.exit(1)
 
 
 def parse_order(value: str | None) -> list[int] | None:

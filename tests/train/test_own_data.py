@@ -336,3 +336,38 @@ def test_slow_iterations_name_threads(days, tmp_path, monkeypatch):
     fit(days[0], out=tmp_path / "run", backbone="tiny", max_iterations=14, batch_size=2, crop_size=32, workers=0,
         progress=False, log=lines.append)
     assert sum("WARNING: training iterations take" in line for line in lines) == 1, lines
+
+
+def _limited(tmp_path, *args, limit=200_000):
+    """``reminder ARGS`` in a process that may write no file over ``limit`` bytes (the kernel's
+    RLIMIT_FSIZE: a write past it fails with EFBIG, as a full disk fails with ENOSPC)."""
+    import subprocess
+    import sys
+
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+              "from reminder.cli import main\n"
+              "sys.argv = ['reminder'] + sys.argv[1:]\n"
+              "main()\n")
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+
+
+def test_writes_the_machine_refuses_end_in_one_line(run, days, tmp_path):
+    """train, increment and export on a disk that takes no more: one line naming the file and
+    the free space, exit 1, no traceback, and what was there before is intact."""
+    before = {p: p.read_bytes() for p in (run / "step0").iterdir() if p.is_file()}
+    results = [
+        _limited(tmp_path, "train", "--data", days[0], "--out", tmp_path / "new", *QUICK),
+        _limited(tmp_path, "export", run, "--out", tmp_path / "bundle", "--quiet"),
+        _limited(tmp_path, "increment", run, "--data", days[1], "--quiet"),  # complete: says so, writes nothing
+    ]
+    for result in results[:2]:
+        output = result.stdout + result.stderr
+        assert result.returncode == 1 and "Traceback" not in output, output
+        assert "Error: cannot write " in output and "File too large" in output and "MB free on its disk" in output
+        assert output.count("Error:") == 1
+    assert results[2].returncode == 0 and "already exists" in results[2].stdout
+    assert not (tmp_path / "bundle").exists()
+    assert {p: p.read_bytes() for p in (run / "step0").iterdir() if p.is_file()} == before
