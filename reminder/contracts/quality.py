@@ -17,7 +17,8 @@ WEAK_FLOOR = 0.10
 WEAK_RATIO = 1 / 3
 
 KNOBS = ("more labelled images of it", "more iterations (--max-iterations or --epochs)",
-         "a larger crop (--crop-size), for thin or small objects", "see docs/own-data.md")
+         "for thin or small objects --head deeplabv3plus and --class-weights sqrt (the defaults with --data) or "
+         "--output-stride 8", "see docs/own-data.md")
 
 
 def weak_classes(iou: Mapping[str, float | None], *, among: Sequence[str] | None = None,

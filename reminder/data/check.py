@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from reminder.data.custom import DataYaml
-from reminder.data.samples import Sample, open_image
+from reminder.data.samples import Sample, open_image, shown
 from reminder.errors import ReminderError
 from reminder.progress import progress as progress_bar
 
@@ -141,7 +141,7 @@ def write_sheet(report: CheckReport, path: str | Path) -> Path | None:
         present.update(int(v) for v in np.unique(ids) if v != 255)
         axes[row, 0].imshow(read_image(sample.image))
         axes[row, 1].imshow(palette[ids])
-        axes[row, 0].set_title(sample.id, fontsize=7)
+        axes[row, 0].set_title(shown(sample.id), fontsize=7)
         for ax in axes[row]:
             ax.axis("off")
     handles = [Patch(color=np.array(data.colors[i]) / 255, label=f"{i} {data.names[i]}") for i in sorted(present)]

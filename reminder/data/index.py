@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from reminder.data.samples import Sample, check_mask_values, read_mask
+from reminder.data.samples import Sample, check_mask_values, name_bytes, read_mask
 from reminder.io import atomic_write_text
 from reminder.progress import progress as progress_bar
 
@@ -41,7 +41,7 @@ def _cache_key(samples: list[Sample], num_classes: int, mask_reader=None) -> str
     digest = hashlib.sha256(f"v{INDEX_VERSION}:{num_classes}:{mask_reader!r}".encode())
     for sample in samples:
         stat = sample.mask.stat()
-        digest.update(f"\n{sample.id}\t{sample.mask}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        digest.update(name_bytes(f"\n{sample.id}\t{sample.mask}\t{stat.st_size}\t{stat.st_mtime_ns}"))
     return digest.hexdigest()
 
 

@@ -26,6 +26,17 @@ DEFAULT_MAX_PIXELS = 40_000_000  # an 8K frame is 33 MP; REMINDER_MAX_IMAGE_PIXE
 Image.MAX_IMAGE_PIXELS = None  # open_image's check replaces PIL's (a warning, then an error at twice its limit)
 
 
+def shown(name) -> str:
+    """A file name as text that can be printed, plotted and written: bytes that are not
+    UTF-8 (a name Python keeps as surrogates) shown as ``\xff`` escapes."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def name_bytes(name) -> bytes:
+    """A file name's bytes, whatever they are (for hashing)."""
+    return str(name).encode("utf-8", "surrogateescape")
+
+
 def max_pixels() -> int:
     """The largest image (width x height) that is decoded: ``REMINDER_MAX_IMAGE_PIXELS``, else 40 MP."""
     value = os.environ.get("REMINDER_MAX_IMAGE_PIXELS", "")

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from reminder.data.catalog import DatasetSpec, get_dataset, raw_label_lut
 from reminder.data.index import ClassIndex, build_class_index
-from reminder.data.samples import Sample
+from reminder.data.samples import Sample, name_bytes
 from reminder.data.scenario import Scenario, make_scenario
 
 
@@ -61,7 +61,7 @@ def carve_validation(samples: list[Sample], fraction: float) -> tuple[list[Sampl
     import hashlib
 
     def held_out(sample: Sample) -> bool:
-        return int(hashlib.sha256(sample.id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+        return int(hashlib.sha256(name_bytes(sample.id)).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
     return [s for s in samples if not held_out(s)], [s for s in samples if held_out(s)]
 

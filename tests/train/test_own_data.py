@@ -371,3 +371,17 @@ def test_writes_the_machine_refuses_end_in_one_line(run, days, tmp_path):
     assert results[2].returncode == 0 and "already exists" in results[2].stdout
     assert not (tmp_path / "bundle").exists()
     assert {p: p.read_bytes() for p in (run / "step0").iterdir() if p.is_file()} == before
+
+
+def test_a_file_name_that_is_not_utf8_is_checked_and_trained(tmp_path):
+    import os
+
+    root = write_warehouse(tmp_path / "d", train=6, val=3, size=48).parent
+    images, masks = os.fsencode(root / "images" / "train"), os.fsencode(root / "masks" / "train")
+    first = sorted(os.listdir(images))[0].rsplit(b".", 1)[0]
+    os.rename(os.path.join(images, first + b".jpg"), os.path.join(images, first + b"\xff.jpg"))
+    os.rename(os.path.join(masks, first + b".png"), os.path.join(masks, first + b"\xff.png"))
+    result = _cli("data", "check", root / "data.yaml", "--quiet")
+    assert result.exit_code == 0 and "0 error(s)" in result.output, result.output
+    result = _cli("train", "--data", root / "data.yaml", "--out", tmp_path / "run", *QUICK)
+    assert result.exit_code == 0, result.output
