@@ -152,8 +152,11 @@ def _final_line(results: dict, out: Path) -> None:
               help="Dataset YAML of the new step: the run's classes first (same ids), then the new ones.")
 @click.option("--method", type=click.Choice([m for m in METHODS if m != "joint"]), default="reminder",
               show_default=True)
+@click.option("--redo", is_flag=True,
+              help="Train the last step (the one --data added) again with these options; the old step is kept "
+                   "until the new one completes.")
 @training_options
-def increment(run: Path, data: Path, method: str, **values) -> None:
+def increment(run: Path, data: Path, method: str, redo: bool, **values) -> None:
     """Add the classes new in --data to RUN as its next step (the previous step teaches).
 
     The new data needs labels for the new classes only: everything else is background and is
@@ -163,6 +166,13 @@ def increment(run: Path, data: Path, method: str, **values) -> None:
     from reminder.train.run import train_scenario
 
     _threads(values.pop("threads"))
+    if redo:
+        from reminder.train.redo import redo_last_step
+
+        results = redo_last_step(run, data, method=method, progress=not values["quiet"], log=click.echo,
+                                 on_step=_exporter(values["export_each_step"]), **_common(values))
+        _final_line(results, run)
+        return
     config = increment_config(run, data, method=method, log=click.echo, **_common(values))
     if config is None:
         results = read_results(run)

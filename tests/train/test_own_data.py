@@ -291,6 +291,27 @@ def test_new_options_on_a_complete_step_are_refused_not_ignored(run, days):
     assert result.exit_code == 2 and "method='reminder'" in result.output
     result = _cli("increment", run, "--data", days[1], "--max-iterations", "4", "--quiet")  # as trained
     assert result.exit_code == 0 and "already exists" in result.output
+    assert "add --redo to train it again" in _cli("increment", run, "--data", days[1], "--lr", "0.02").output
+
+
+def test_redo_trains_the_last_step_again_and_keeps_the_rest(run, days, tmp_path):
+    copy = tmp_path / "wh"
+    shutil.copytree(run, copy)
+    step0 = {p.name: p.read_bytes() for p in (copy / "step0").iterdir() if p.is_file()}
+    old_bundle = json.loads((copy / "bundles" / "step1" / "manifest.json").read_text())
+    result = _cli("increment", copy, "--data", days[1], "--redo", "--lr", "0.02", "--max-iterations", "3",
+                  "--export-each-step", "onnx", "--quiet")
+    assert result.exit_code == 0 and "was trained again" in result.output, result.output
+    config = json.loads((copy / "config.json").read_text())
+    assert config["increments"][0]["lr_next"] == 0.02 and config["increments"][0]["max_iterations"] == 3
+    assert config["out"] == str(copy) and len(config["data"]) == 2
+    assert json.loads((copy / "step1" / "metrics.json").read_text())["train"]["iterations"] == 3
+    assert {p.name: p.read_bytes() for p in (copy / "step0").iterdir() if p.is_file()} == step0
+    assert json.loads((copy / "bundles" / "step1" / "manifest.json").read_text())["created"] >= old_bundle["created"]
+    assert json.loads((copy / "results.json").read_text())["steps"][1]["train"]["iterations"] == 3
+    assert not list(copy.glob(".redo*")) and not list(copy.glob(".redone*"))
+    result = _cli("increment", copy, "--data", days[0], "--redo")
+    assert result.exit_code == 2 and "is not it (the last is" in result.output
 
 
 def test_a_bundle_runs_at_the_data_frame_size(tmp_path):
