@@ -70,3 +70,12 @@ class Reloader:
         self.thread = threading.Thread(target=self._load, name="reminder-reload", daemon=True)
         self.thread.start()
         return None
+
+    def close(self) -> None:
+        """Wait for a load in progress and drop what it loaded. Interpreter shutdown kills a
+        daemon thread inside ONNX Runtime's or OpenVINO's native code ("terminate called
+        without an active exception", exit 134): a stream stopped by SIGTERM mid-reload must
+        let the load finish first."""
+        if self.thread is not None:
+            self.thread.join()
+        self.thread, self.result = None, None

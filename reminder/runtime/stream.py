@@ -298,6 +298,8 @@ class Stream:
             self.summary.interrupted = True
         finally:
             self.stopping.set()
+            if self.reloader is not None:  # a model half-loaded in a daemon thread aborts the exit
+                self.reloader.close()
             for thread in readers:
                 thread.join(timeout=5)
             results.put(_END)
