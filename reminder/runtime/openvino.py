@@ -76,7 +76,15 @@ class OpenVinoBackend:
                 self.queue = ov.AsyncInferQueue(self.compiled, requests)
         self.providers = [f"{device} {hint.lower()}"]
 
+    def close(self) -> None:
+        """Release the infer requests, then the compiled model, now and in this thread. Left
+        to garbage collection, a model dropped by a hot reload was freed at interpreter exit,
+        after OpenVINO's thread pools had begun to shut down: a segmentation fault on SIGTERM."""
+        self.queue = self.request = self.compiled = None
+
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.compiled is None:
+            raise ReminderError(f"the OpenVINO model of {self.path.name} was closed")
         images = np.ascontiguousarray(images, dtype=np.float32)
         if self.queue is None or len(images) == 1:
             self.request.infer({0: images})

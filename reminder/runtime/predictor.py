@@ -122,6 +122,13 @@ class Predictor:
         # letterbox padding in the dataset's mean colour: zero after the in-graph normalisation
         self._pad = [round(255 * m) for m in spec.get("mean", (0.485, 0.456, 0.406))]
 
+    def close(self) -> None:
+        """Release the backend's native resources now (a backend without any keeps them to
+        garbage collection). The predictor cannot predict afterwards."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
     @property
     def backend_name(self) -> str:
         providers = getattr(self.backend, "providers", None)

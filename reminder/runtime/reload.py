@@ -78,4 +78,6 @@ class Reloader:
         let the load finish first."""
         if self.thread is not None:
             self.thread.join()
+        if self.result is not None and self.result[0] is not None:
+            self.result[0].close()
         self.thread, self.result = None, None

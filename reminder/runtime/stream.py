@@ -304,6 +304,7 @@ class Stream:
                 thread.join(timeout=5)
             results.put(_END)
             writer.join()
+            self.predictor.close()
             self.outputs.close()
             for source in self.sources:
                 source.close()
@@ -349,7 +350,8 @@ class Stream:
             write_health(install, Path(target).name, True)
         self.log(f"switched from version {self.predictor.version} to {predictor.version} "
                  f"({len(predictor.classes)} classes, {predictor.backend_name})")
-        self.predictor = predictor
+        old, self.predictor = self.predictor, predictor
+        old.close()  # the writer renders with the old predictor's colours, never its backend
         self.summary.versions.append(predictor.version)
 
     def _status(self, window: deque, mailbox: _Mailbox, elapsed: float) -> dict:
