@@ -37,8 +37,7 @@ def fleet_init(repo: Path, keys: Path | None) -> None:
 @click.option("--reset-classes", is_flag=True,
               help="Devices accept this bundle even though its classes do not extend theirs.")
 @click.option("--allow-weak-classes", is_flag=True,
-              help="Publish even though a class it adds is not learnt (its IoU under 10, or under a third of "
-                   "the others' median).")
+              help="Publish even though a class it adds is not learnt (its IoU under 10).")
 def fleet_publish(bundle: Path, repo: Path, channel: str, keys: Path | None, reset_classes: bool,
                   allow_weak_classes: bool) -> None:
     """Add a bundle (folder or .tar) to a channel as its newest version; shows its per-class IoU."""
