@@ -4,8 +4,8 @@ The commands are read from the README's ``## Your own data, step by step`` bash 
 run as a user would, through the installed ``reminder`` command. The one line that starts
 a web server in the background (``python -m http.server ... &``) is replaced by a server
 on a free port of 127.0.0.1, whose address replaces ``http://127.0.0.1:8000`` after it.
-``train`` and ``increment`` are capped at ``STEP_ITERATIONS`` iterations a step, a third of
-the preset, so that the suite keeps its time: the commands and every file they write are
+``train`` and ``increment`` are capped at ``STEP_ITERATIONS`` iterations a step, a sixth of
+the preset (a third of the increment's), so that the suite keeps its time: the commands and every file they write are
 the user's; the numbers of the full schedule are in docs/benchmarks.md.
 """
 
@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-STEP_ITERATIONS = 200
+STEP_ITERATIONS = 100
 
 
 def walkthrough_commands() -> list[str]:

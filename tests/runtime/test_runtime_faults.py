@@ -38,6 +38,9 @@ def _switch(install, target):
     os.replace(link, install / "current")
 
 
+LOADS = 80  # each load verifies a bundle while another thread flips `current` as fast as it can
+
+
 def test_loading_an_install_while_current_switches_never_mixes_versions(bundles, tmp_path):
     install = _install(tmp_path, bundles)
     names = {"A": len(Predictor(bundles[0]).classes), "B": len(Predictor(bundles[1]).classes)}
@@ -52,7 +55,7 @@ def test_loading_an_install_while_current_switches_never_mixes_versions(bundles,
     flipper.start()
     failures, loads = [], 0
     try:
-        for _ in range(150):
+        for _ in range(LOADS):
             try:
                 predictor = Predictor(install)
             except ReminderError as error:
@@ -64,7 +67,7 @@ def test_loading_an_install_while_current_switches_never_mixes_versions(bundles,
         stop.set()
         flipper.join()
     assert not failures, failures[:3]
-    assert loads == 150
+    assert loads == LOADS
 
 
 def test_sigterm_leaves_a_playable_video(bundles, frames, tmp_path):
