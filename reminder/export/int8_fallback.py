@@ -187,6 +187,7 @@ def gate_int8(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log, c
                           candidate or open_artifact(staging, manifest, fmt), int8.gate,
                           num_classes=len(manifest["classes"]), min_agreement=int8.min_agreement,
                           max_miou_drop=int8.max_miou_drop)
+    result["images_from"] = int8.gate_source
     manifest["parity"][fmt] = {**result, "reference": "onnx", "threshold": int8.min_agreement}
     if candidate is None:
         refuse_below_gate(fmt, result, formats or list(manifest["artifacts"]), log)

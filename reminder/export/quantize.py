@@ -56,6 +56,7 @@ class Int8Options:
     gate: list = field(default_factory=list)
     min_agreement: float = 0.99
     max_miou_drop: float = 1.0
+    gate_source: str = "held-out images"  # what the gate images are, as the messages and manifest say
 
 
 class Int8GateError(ReminderError):
@@ -245,7 +246,7 @@ def describe_gate(result: dict) -> str:
     if "miou_drop" in result:
         text += f", mIoU {result['miou_fp32']:.2f} -> {result['miou_int8']:.2f} (drop {result['miou_drop']:.2f} " \
                 f"points, at most {result['max_miou_drop']:.2f} allowed)"
-    return text + f" on {result['images']} held-out images"
+    return text + f" on {result['images']} {result.get('images_from', 'held-out images')}"
 
 
 def _miou(confusion: np.ndarray) -> float:

@@ -68,8 +68,13 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
     int8 = None
     if "onnx-int8" in names:
         calibration = [f.image for f in (train_frames or frames)][:DEFAULT_CALIBRATION_IMAGES]
+        trained = {id(f) for f in (train_frames or [])}
+        held_out = [f for f in frames if id(f) not in trained]
+        gate, source = (held_out, "held-out frames") if held_out else \
+            (frames, "of the update's frames (none held out: the gate saw frames it trained on)")
         int8 = Int8Options(calibration, {"source": "the update's training frames", "images": len(calibration)},
-                           [(f.image, None) for f in frames[:32]], min_agreement=int8_min_agreement)
+                           [(f.image, None) for f in gate[:32]], min_agreement=int8_min_agreement,
+                           gate_source=source)
     from reminder.export.quantize import Int8GateError, describe_gate
 
     with tempfile.TemporaryDirectory(prefix="reminder-update-") as tmp:

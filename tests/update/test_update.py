@@ -335,6 +335,9 @@ def test_an_int8_parent_gets_an_int8_child_calibrated_on_the_frames(int8_bundle,
     manifest = verify_bundle(result.bundle)
     # this parent's INT8 agreement sits near the 99% gate (98.8-99.5% by machine): by design,
     # a child that misses it after the fallback goes out in FP32 with the refusal recorded
+    gate = manifest["parity"].get("onnx-int8") or manifest["int8_refused"]
+    # the gate runs on the frames the update held out, never on those it trained on
+    assert gate["images_from"] == "held-out frames" and gate["images"] == result.report["holdout_frames"] == 5
     if "onnx-int8" not in manifest["artifacts"]:
         assert set(manifest["artifacts"]) == {"onnx"} and manifest["int8_refused"]["images"] > 0
         assert "below its quality gate" in manifest["skipped"]["onnx-int8"]
