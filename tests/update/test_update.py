@@ -312,8 +312,8 @@ def test_a_deeplabv3plus_parent_is_updated_with_its_own_head_and_recipe(v3plus_b
     parent = verify_bundle(v3plus_bundle)
     result = update_bundle(v3plus_bundle, images=sheep_frames / "images", masks=sheep_frames / "masks",
                            classes=["sheep"], out=tmp_path / "b",
-                           options=UpdateOptions(iterations=6, freeze_backbone=True, int8_min_agreement=0.5), **QUIET)
-    child = verify_bundle(result.bundle)
+                           options=UpdateOptions(iterations=6, freeze_backbone=True, formats=("onnx",)), **QUIET)
+    child = verify_bundle(result.bundle)  # (ONNX only: the export test covers V3+ in every format)
     assert child["model"]["head"] == "deeplabv3plus" and child["model"]["output_stride"] == 8
     assert child["model"]["recipe"] == parent["model"]["recipe"] == {"crop_mode": "native", "crop_scale": [1.0, 1.5],
                                                                      "class_weights": "sqrt"}
