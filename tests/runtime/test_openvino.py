@@ -56,6 +56,23 @@ def test_auto_picks_openvino_on_x86_after_parity(int8_bundle, bundles):
     assert any("openvino backend not usable here" in m and "sample.png" in m for m in messages)
 
 
+@pytest.mark.skipif(not X86, reason="auto considers OpenVINO on x86 only")
+def test_auto_falls_back_when_openvino_raises_its_own_error_in_the_check(bundles, monkeypatch):
+    """OpenVINO reports failures as its own RuntimeError; one raised while auto checks it
+    against ONNX Runtime propagated instead of falling back, as a disagreement does."""
+    from reminder.runtime.openvino import OpenVinoBackend
+
+    def fail(self, images):
+        raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp: cannot infer")
+
+    monkeypatch.setattr(OpenVinoBackend, "__call__", fail)
+    messages = []
+    folder, manifest = open_bundle(bundles[0])
+    assert select_backend(folder, manifest, "auto", log=messages.append).name == "ort"
+    assert any("openvino backend not usable here (OpenVINO failed on the sample frame: RuntimeError" in m
+               for m in messages), messages
+
+
 def test_run_and_bench_with_openvino(int8_bundle, frames, tmp_path):
     from click.testing import CliRunner
 
