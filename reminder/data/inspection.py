@@ -15,9 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from reminder.data.warehouse import write_generated
 from reminder.errors import ReminderError
-from reminder.io import atomic_write_text
-from reminder.progress import progress as progress_bar
 
 INSPECTION_CLASSES = ("panel", "cable", "scratch", "screw", "rust", "sticker")
 
@@ -123,7 +122,6 @@ def write_inspection(root: str | Path, *, names: Sequence[str] = ("background", 
     (default: every inspection class, so a later step's classes are in the images, unlabelled,
     as in real data); ``labelled``: what the train masks label (default: the named classes;
     val masks label every named class)."""
-    from PIL import Image
 
     root = Path(root)
     drawn = list(drawn or INSPECTION_CLASSES)
@@ -133,19 +131,6 @@ def write_inspection(root: str | Path, *, names: Sequence[str] = ("background", 
             raise ReminderError(f"inspection has no class {name!r}; it draws {', '.join(INSPECTION_CLASSES)}")
     if train < 1 or val < 1 or width < 32 or height < 32:
         raise ReminderError("inspection needs at least one train and one val image of at least 32x32 px")
-    rng = np.random.default_rng(seed)
-    jobs = [("train", i) for i in range(train)] + [("val", i) for i in range(val)]
-    for split, i in progress_bar(jobs, progress, desc="inspection", unit="image"):
-        image, visible = inspection_scene(rng, width, height, drawn)
-        mask = np.zeros((height, width), np.uint8)
-        for name, pixels in visible.items():
-            if name in names and (split == "val" or name in labelled):
-                mask[pixels] = names.index(name)
-        for folder, array, suffix in (("images", image, ".jpg"), ("masks", mask, ".png")):
-            path = root / folder / split / f"{seed:03d}_{i:04d}{suffix}"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(path, quality=95) if suffix == ".jpg" else Image.fromarray(array).save(path)
-    listing = "\n".join(f"  {i}: {name}" for i, name in enumerate(names))
-    text = (f"# inspection frames (reminder data inspection), seed {seed}\npath: .\ntrain: images/train\n"
-            f"val: images/val\nnames:\n{listing}\n")
-    return atomic_write_text(root / yaml_name, text)
+    return write_generated(root, lambda rng: inspection_scene(rng, width, height, drawn), names=names,
+                           labelled=labelled, train=train, val=val, seed=seed, yaml_name=yaml_name, progress=progress,
+                           what="inspection frames (reminder data inspection)")

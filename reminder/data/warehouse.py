@@ -111,7 +111,6 @@ def write_warehouse(root: str | Path, *, names: Sequence[str] = ("background", "
     (default: all named; others drawn are background, as unlabelled objects are in real
     data); val masks label every named class. ``must``: classes in every scene.
     """
-    from PIL import Image
 
     root = Path(root)
     drawn = list(drawn or names[1:])
@@ -121,11 +120,24 @@ def write_warehouse(root: str | Path, *, names: Sequence[str] = ("background", "
             raise ReminderError(f"warehouse has no class {name!r}; it draws {', '.join(WAREHOUSE_CLASSES)}")
     if any(split_size < 1 for split_size in (train, val)):
         raise ReminderError("warehouse needs at least one train and one val image")
+    return write_generated(root, lambda rng: warehouse_scene(rng, size, drawn, must), names=names, labelled=labelled,
+                           train=train, val=val, seed=seed, yaml_name=yaml_name, progress=progress,
+                           what="warehouse scenes (reminder data warehouse)")
+
+
+def write_generated(root: Path, scene, *, names: Sequence[str], labelled: set, train: int, val: int, seed: int,
+                    yaml_name: str, progress: bool, what: str) -> Path:
+    """Write ``train`` + ``val`` generated images in the own-data layout (``images/{train,val}``
+    JPEGs, ``masks/{train,val}`` index PNGs) and the dataset YAML naming them; ``scene(rng)
+    -> (image, {class name: its pixels})``. Train masks label only ``labelled`` classes, val
+    masks every named one."""
+    from PIL import Image
+
     rng = np.random.default_rng(seed)
     jobs = [("train", i) for i in range(train)] + [("val", i) for i in range(val)]
-    for split, i in progress_bar(jobs, progress, desc="warehouse", unit="image"):
-        image, visible = warehouse_scene(rng, size, drawn, must)
-        mask = np.zeros((size, size), np.uint8)
+    for split, i in progress_bar(jobs, progress, desc=what.split()[0], unit="image"):
+        image, visible = scene(rng)
+        mask = np.zeros(image.shape[:2], np.uint8)
         for name, pixels in visible.items():
             if name in names and (split == "val" or name in labelled):
                 mask[pixels] = names.index(name)
@@ -134,6 +146,5 @@ def write_warehouse(root: str | Path, *, names: Sequence[str] = ("background", "
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(path, quality=95) if suffix == ".jpg" else Image.fromarray(array).save(path)
     listing = "\n".join(f"  {i}: {name}" for i, name in enumerate(names))
-    text = (f"# warehouse scenes (reminder data warehouse), seed {seed}\npath: .\ntrain: images/train\n"
-            f"val: images/val\nnames:\n{listing}\n")
+    text = f"# {what}, seed {seed}\npath: .\ntrain: images/train\nval: images/val\nnames:\n{listing}\n"
     return atomic_write_text(root / yaml_name, text)
