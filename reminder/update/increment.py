@@ -230,5 +230,6 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
     manifest = child_manifest(parent, folder, table, classes, report, options.version)
     path = export_child(learner.student, new_bank, manifest, parent, out=out, frames=frames,
                         formats=options.formats, protect=protect, force=options.force,
-                        train_frames=train_frames, int8_min_agreement=options.int8_min_agreement, log=log)
+                        train_frames=train_frames, holdout=holdout, int8_min_agreement=options.int8_min_agreement,
+                        log=log)
     return UpdateResult(path, report)

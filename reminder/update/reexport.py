@@ -47,7 +47,8 @@ def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[
 
 def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path, frames: Sequence[Frame],
                  formats: Sequence[str] | None, protect: Sequence[Path] = (), force: bool = False,
-                 train_frames: Sequence[Frame] = (), int8_min_agreement: float = 0.99,
+                 train_frames: Sequence[Frame] = (), holdout: Sequence[Frame] = (),
+                 int8_min_agreement: float = 0.99,
                  log: Callable[[str], None]) -> Path:
     """Weights, prototypes and the parent's formats (or ``formats``) into ``out``: staged,
     parity-checked on the frames, and renamed into place by ``write_bundle``. An INT8
@@ -68,9 +69,7 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
     int8 = None
     if "onnx-int8" in names:
         calibration = [f.image for f in (train_frames or frames)][:DEFAULT_CALIBRATION_IMAGES]
-        trained = {id(f) for f in (train_frames or [])}
-        held_out = [f for f in frames if id(f) not in trained]
-        gate, source = (held_out, "held-out frames") if held_out else \
+        gate, source = (holdout, "held-out frames") if holdout else \
             (frames, "of the update's frames (none held out: the gate saw frames it trained on)")
         int8 = Int8Options(calibration, {"source": "the update's training frames", "images": len(calibration)},
                            [(f.image, None) for f in gate[:32]], min_agreement=int8_min_agreement,
