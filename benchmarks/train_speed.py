@@ -1,7 +1,7 @@
 """Images/s of one training iteration per method and backbone, and REMINDER's step time
 over PLOP's (the target is at most 1.05: CSW-KD should cost next to nothing).
 
-Each iteration is the real one (``reminder.train.step.train_iteration``): the frozen
+Each iteration is the real one (the training engine, ``reminder.train.engine``): the frozen
 teacher's forward under inference mode, the student's forward and backward, the
 method's loss terms and an SGD step, on random images of ``--size`` pixels with labels
 holding new-class pixels. Prints one JSON object.
@@ -26,7 +26,8 @@ from reminder.models import build_segmenter
 from reminder.train.config import resolve_config
 from reminder.train.distributed import DistContext
 from reminder.train.methods import build_method
-from reminder.train.step import StepState, freeze, make_optimizer, set_train_mode, train_iteration
+from reminder.train.engine import Engine
+from reminder.train.step import StepState, forward_terms, freeze, make_optimizer, set_train_mode
 
 METHODS = ("finetune", "mib", "plop", "reminder")
 
@@ -50,13 +51,18 @@ def measure(backbone: str, method_name: str, args, device: torch.device) -> dict
     labels[:, args.size // 4: args.size // 2, args.size // 4: args.size // 2] = 16
     optimizer = make_optimizer(student, 0.001, config)
     forward = torch.compile(student.forward_features) if args.compile else None  # as --compile trains
+    engine = Engine(student, optimizer, lr=0.001, total=args.warmup + args.iterations, lr_power=0.9, step=1)
+
+    def terms_of(batch):
+        return forward_terms(student, method, *batch, state, config=config, device=device, dist=DistContext(),
+                             forward=forward)
+
     times = []
     for iteration in range(args.warmup + args.iterations):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        train_iteration(student, method, images, labels, state, optimizer, None, config=config, device=device,
-                        dist=DistContext(), forward=forward)
+        engine.run([(images, labels)], terms_of)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if iteration >= args.warmup:

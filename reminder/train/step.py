@@ -21,11 +21,8 @@ from reminder.progress import progress as progress_bar
 from reminder.train import losses as L
 from reminder.train.config import TrainConfig
 from reminder.train.distributed import DistContext
+from reminder.train.engine import Engine, TrainingDiverged, poly_lr  # noqa: F401 (re-exported)
 from reminder.train.methods import Method, StepInputs
-
-
-class TrainingDiverged(ReminderError):
-    """A loss term became NaN or infinite."""
 
 
 @dataclass
@@ -54,10 +51,6 @@ def set_train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
-
-
-def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
-    return base_lr * (1 - iteration / max(total, 1)) ** power
 
 
 def autocast(device: torch.device, amp: str):
@@ -109,15 +102,6 @@ def estimate_fisher(model: nn.Module, loader, *, device: torch.device, max_batch
     return {n: v / peak if peak > 0 else v for n, v in fisher.items()}
 
 
-def _check_finite(terms: dict[str, torch.Tensor], step: int, iteration: int) -> None:
-    named_first = sorted(terms.items(), key=lambda item: item[0] == "loss")
-    for name, value in named_first:
-        if not torch.isfinite(value).all():
-            raise TrainingDiverged(
-                f"step {step}, iteration {iteration}: loss term '{name}' is {value.item()}; the step "
-                f"was stopped and the previous step's checkpoint is kept (try a lower --lr)")
-
-
 def compute_terms(method: Method, inputs: StepInputs) -> dict[str, torch.Tensor]:
     """``{"loss": weighted sum, term name: unweighted value, ...}``."""
     terms: dict[str, torch.Tensor] = {}
@@ -153,70 +137,66 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
     bar = None
     if progress and dist.is_main:
         bar = progress_bar(None, True, total=total, desc=f"step {state.step}", unit="it", dynamic_ncols=True)
-    sums: dict[str, float] = {}
-    iteration, timer = 0, None
+    speed = SpeedCheck(config, state, device, log)
+    engine = Engine(unwrap(model), optimizer, lr=lr, total=total, lr_power=config.lr_power, step=state.step,
+                    scaler=scaler, bar=bar, history=history, on_iteration=speed)
     num_epochs = math.ceil(total / max(per_epoch, 1))
-    try:
+
+    def epochs_of_batches():
         for epoch in range(num_epochs):
+            engine.epoch = epoch
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
             set_train_mode(model, freeze_bn=config.freeze_bn)
-            for images, labels in loader:
-                if iteration >= total:
+            for batch in loader:
+                if engine.iteration >= total:  # ends mid-epoch: that epoch is still validated
                     break
-                step_lr = poly_lr(lr, iteration, total, config.lr_power)
-                for group in optimizer.param_groups:
-                    group["lr"] = step_lr
-                terms = train_iteration(model, method, images, labels, state, optimizer, scaler, config=config,
-                                        device=device, dist=dist, forward=forward, ewc=ewc, iteration=iteration)
-                values = record_terms(sums, terms, bar)
-                if history is not None:
-                    history.iteration(epoch, iteration, step_lr, values)
-                iteration += 1
-                timer = _speed_check(timer, iteration, config, state, device, log)
+                yield batch
             last = epoch == num_epochs - 1
             if validate is not None and (last or (config.eval_every and (epoch + 1) % config.eval_every == 0)):
                 miou = validate(unwrap(model))
                 if history is not None:
-                    history.validation(epoch, iteration, miou)
+                    history.validation(epoch, engine.iteration, miou)
+
+    def terms_of(batch):
+        images, labels = batch
+        return forward_terms(model, method, images, labels, state, config=config, device=device, dist=dist,
+                             forward=forward, ewc=ewc)
+
+    try:
+        outcome = engine.run(epochs_of_batches(), terms_of)
     except torch.OutOfMemoryError:
         raise ReminderError(
             f"out of GPU memory at step {state.step} with batch size {config.batch_size} and crop "
-            f"{config.crop_size}: try --amp bf16, --channels-last, a smaller --batch-size or --crop-size") from None
+            f"{config.crop_size}: try `amp` bf16, `channels_last`, a smaller `batch_size` or `crop_size`") from None
     finally:
         if bar is not None:
             bar.close()
-    return {name: value / max(iteration, 1) for name, value in sums.items()} | {"iterations": iteration}
+    return outcome.means() | {"iterations": outcome.iterations}
 
 
 SPEED_WINDOW = (3, 13)  # iterations timed for the speed check (after the first ones' warm-up)
 
 
-def _speed_check(timer, iteration: int, config: TrainConfig, state: StepState, device: torch.device, log):
-    """Time iterations ``SPEED_WINDOW`` on the CPU and log :func:`slow_warning` once."""
-    if log is None or device.type != "cpu":
-        return None
-    if iteration == SPEED_WINDOW[0]:
-        return time.perf_counter()
-    if iteration == SPEED_WINDOW[1] and timer is not None:
-        from reminder.train.threads import slow_warning
+class SpeedCheck:
+    """Times iterations ``SPEED_WINDOW`` on the CPU and logs :func:`slow_warning` once."""
 
-        seconds = (time.perf_counter() - timer) / (SPEED_WINDOW[1] - SPEED_WINDOW[0])
-        if (warning := slow_warning(seconds, config, teacher=state.teacher is not None)) is not None:
-            log(warning)
-        return None
-    return timer
+    def __init__(self, config: TrainConfig, state: StepState, device: torch.device, log):
+        self.config, self.state, self.log = config, state, log
+        self.active, self.started = log is not None and device.type == "cpu", None
 
+    def __call__(self, iteration: int) -> None:
+        if not self.active:
+            return
+        if iteration == SPEED_WINDOW[0]:
+            self.started = time.perf_counter()
+        elif iteration == SPEED_WINDOW[1] and self.started is not None:
+            from reminder.train.threads import slow_warning
 
-def record_terms(sums: dict[str, float], terms: dict[str, torch.Tensor], bar) -> dict[str, float]:
-    """Add one iteration's terms to the running sums and show them on the progress bar."""
-    values = {name: float(value.detach()) for name, value in terms.items()}
-    for name, value in values.items():
-        sums[name] = sums.get(name, 0.0) + value
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-    return values
+            self.active = False
+            seconds = (time.perf_counter() - self.started) / (SPEED_WINDOW[1] - SPEED_WINDOW[0])
+            if (warning := slow_warning(seconds, self.config, teacher=self.state.teacher is not None)) is not None:
+                self.log(warning)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -225,12 +205,13 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, ForwardFeatures) else model
 
 
-def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labels: torch.Tensor,
-                    state: StepState, optimizer, scaler, *, config: TrainConfig, device: torch.device,
-                    dist: DistContext, forward=None, ewc: dict | None = None,
-                    iteration: int = 0, clip_norm: float | None = None) -> dict[str, torch.Tensor]:
-    """One SGD iteration of ``method`` on a batch; returns the loss terms. ``clip_norm``
-    caps the gradient's global norm (on-device updates use it; the paper's training does not)."""
+def forward_terms(model: nn.Module, method: Method, images: torch.Tensor, labels: torch.Tensor,
+                  state: StepState, *, config: TrainConfig, device: torch.device, dist: DistContext | None = None,
+                  forward=None, ewc: dict | None = None) -> dict[str, torch.Tensor]:
+    """The loss terms of ``method`` on one batch: the frozen teacher's outputs, the
+    student's (possibly DDP-wrapped or compiled), and the terms (:func:`compute_terms`).
+    ``dist``: the process group, None for one process (an on-device update)."""
+    dist = dist or DistContext()
     core = unwrap(model)
     images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
     if config.channels_last:
@@ -247,22 +228,7 @@ def train_iteration(model: nn.Module, method: Method, images: torch.Tensor, labe
                         pseudo_mode=config.pseudo_thresholds, class_weights=state.class_weights)
     if ewc is not None:
         inputs.ewc = {**ewc, "parameters": dict(core.named_parameters())}
-    terms = compute_terms(method, inputs)
-    _check_finite(terms, state.step, iteration)
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(terms["loss"]).backward()
-        if clip_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(core.parameters(), clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        terms["loss"].backward()
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(core.parameters(), clip_norm)
-        optimizer.step()
-    return terms
+    return compute_terms(method, inputs)
 
 
 def make_optimizer(model: nn.Module, lr: float, config: TrainConfig) -> torch.optim.SGD:

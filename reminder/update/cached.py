@@ -156,11 +156,10 @@ def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_s
                    device: torch.device, progress: bool, amp: str = "none", log=None):
     """:func:`reminder.update.training.train_on_frames` for a frozen backbone: thresholds,
     the cache, then ``iterations`` SGD steps on the ASPP and head with a poly LR."""
-    from reminder.progress import progress as progress_bar
-    from reminder.train.step import _check_finite, autocast, make_optimizer, poly_lr, record_terms, set_train_mode
-    from reminder.update.training import finish, set_class_weights, set_thresholds
+    from reminder.train.step import autocast, set_train_mode
+    from reminder.update.training import run_engine, set_class_weights, set_thresholds
 
-    config, student, state = learner.config, learner.student, learner.state
+    student = learner.student
     started = time.perf_counter()
     set_thresholds(learner, frames, device)
     set_class_weights(learner, frames, device)
@@ -169,30 +168,21 @@ def train_on_cache(learner, frames: Sequence[Frame], *, iterations: int, batch_s
     if log is not None:
         log(f"cached {len(cache)} views ({views} per frame, {cache.nbytes / 2 ** 20:.0f} MiB) in "
             f"{time.perf_counter() - started:.1f} s")
-    optimizer = make_optimizer(student, lr, config)
     generator = torch.Generator().manual_seed(seed)
     batch = min(batch_size, len(cache))
-    bar = progress_bar(None, progress, total=iterations, desc="update", unit="it", dynamic_ncols=True)
-    sums: dict[str, float] = {}
-    done, stopped_by, order = 0, "iterations", torch.empty(0, dtype=torch.long)
     set_train_mode(student, freeze_bn=True)
-    while done < iterations:
-        if time_budget is not None and time.perf_counter() - started >= time_budget:
-            stopped_by = "time budget"
-            break
-        if len(order) < batch:
-            order = torch.cat([order, torch.randperm(len(cache), generator=generator)])
-        index, order = order[:batch].to(cache.labels.device), order[batch:]
-        for group in optimizer.param_groups:
-            group["lr"] = poly_lr(lr, done, iterations, config.lr_power)
+
+    def views_of_cache():
+        order = torch.empty(0, dtype=torch.long)
+        while True:  # the engine stops at its iterations or its time budget
+            if len(order) < batch:
+                order = torch.cat([order, torch.randperm(len(cache), generator=generator)])
+            index, order = order[:batch].to(cache.labels.device), order[batch:]
+            yield index
+
+    def terms_of(index):
         with autocast(device, amp):
-            terms = cached_terms(learner, cache, index)
-        _check_finite(terms, state.step, done)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), clip_norm)
-        optimizer.step()
-        record_terms(sums, terms, bar)
-        done += 1
-    return finish(student, bar, done, stopped_by, started, sums)
+            return cached_terms(learner, cache, index)
+
+    return run_engine(learner, views_of_cache(), terms_of, iterations=iterations, lr=lr, clip_norm=clip_norm,
+                      time_budget=time_budget, progress=progress, started=started)

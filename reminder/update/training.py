@@ -15,16 +15,15 @@ from reminder.errors import ReminderError
 from reminder.update.frames import Frame, FrameDataset
 
 
-def load_bundle_model(folder: Path, manifest: dict, device: torch.device):
+def load_bundle_model(folder: Path, manifest, device: torch.device):
     """The segmenter of a bundle, from its safetensors checkpoint."""
     from reminder.models import segmenter_from_config
     from reminder.train.checkpoint import load_tensors
 
-    if "checkpoint.safetensors" not in manifest.get("files", {}):
+    if not manifest.has_file("checkpoint.safetensors"):
         raise ReminderError(f"bundle {folder} has no checkpoint.safetensors: it was exported for inference only, "
                             f"and an update needs the weights (export the run again; bundles include them)")
-    model_info = manifest.get("model") or {}
-    model = segmenter_from_config(model_info)
+    model = segmenter_from_config(manifest.model)
     try:
         model.load_state_dict(load_tensors(folder / "checkpoint.safetensors"))
     except RuntimeError as error:
@@ -33,11 +32,11 @@ def load_bundle_model(folder: Path, manifest: dict, device: torch.device):
     return model.to(device)
 
 
-def load_prototype_bank(folder: Path, manifest: dict, num_old: int, *, required: bool) -> dict | None:
+def load_prototype_bank(folder: Path, manifest, num_old: int, *, required: bool) -> dict | None:
     """The bundle's prototype bank; ``None`` when it has none and CSW-KD does not need it."""
     from reminder.train.prototypes import load_prototypes
 
-    if "prototypes.safetensors" not in manifest.get("files", {}):
+    if not manifest.has_file("prototypes.safetensors"):
         if not required:
             return None
         raise ReminderError(f"bundle {folder} has no prototypes.safetensors, which CSW-KD needs "
@@ -93,12 +92,12 @@ def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: in
                     lr: float, clip_norm: float | None, time_budget: float | None, amp: str, seed: int,
                     workers: int, device: torch.device, progress: bool) -> TrainingOutcome:
     """Pseudo-label thresholds from the frames, then ``iterations`` SGD steps with a poly
-    LR (stopping early at ``time_budget`` seconds). Batch norm keeps the parent's
-    statistics: a few frames cannot estimate new ones."""
+    LR (stopping early at ``time_budget`` seconds), through the training engine. Batch norm
+    keeps the parent's statistics: a few frames cannot estimate new ones."""
     from reminder.data.transforms import train_transform
-    from reminder.progress import progress as progress_bar
-    from reminder.train.distributed import DistContext
-    from reminder.train.step import make_optimizer, poly_lr, record_terms, set_train_mode, train_iteration
+    from reminder.train.step import forward_terms
+
+    from reminder.train.step import set_train_mode
 
     config, student, state = learner.config, learner.student, learner.state
     set_class_weights(learner, frames, device)
@@ -107,30 +106,47 @@ def train_on_frames(learner: Learner, frames: Sequence[Frame], *, iterations: in
     loader = torch.utils.data.DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True,
                                          drop_last=False, num_workers=workers, generator=generator)
     set_thresholds(learner, frames, device)
-    optimizer = make_optimizer(student, lr, config)
+    started = time.perf_counter()
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+    def batches():
+        while True:  # the engine stops at its iterations or its time budget
+            for batch in loader:
+                set_train_mode(student, freeze_bn=True)
+                yield batch
+
+    def terms_of(batch):
+        images, labels = batch
+        return forward_terms(student, learner.method, images, labels, state, config=config, device=device)
+
+    return run_engine(learner, batches(), terms_of, iterations=iterations, lr=lr, clip_norm=clip_norm,
+                      time_budget=time_budget, scaler=scaler, progress=progress, started=started)
+
+
+def run_engine(learner: Learner, batches, terms_of, *, iterations: int, lr: float, clip_norm: float | None,
+               time_budget: float | None, progress: bool, started: float, scaler=None) -> TrainingOutcome:
+    """The training engine over ``batches`` (the time budget counts from ``started``, the
+    update's own start), then the student in eval mode and the terms' means."""
+    from reminder.progress import progress as progress_bar
+    from reminder.train.engine import Engine
+    from reminder.train.step import make_optimizer
+
+    student = learner.student
     bar = progress_bar(None, progress, total=iterations, desc="update", unit="it", dynamic_ncols=True)
-    started = time.perf_counter()
-    sums: dict[str, float] = {}
-    done, stopped_by = 0, "iterations"
-    while done < iterations and stopped_by == "iterations":
-        for images, labels in loader:
-            if done >= iterations:
-                break
-            if time_budget is not None and time.perf_counter() - started >= time_budget:
-                stopped_by = "time budget"
-                break
-            set_train_mode(student, freeze_bn=True)
-            for group in optimizer.param_groups:
-                group["lr"] = poly_lr(lr, done, iterations, config.lr_power)
-            terms = train_iteration(student, learner.method, images, labels, state, optimizer, scaler,
-                                    config=config, device=device, dist=DistContext(), iteration=done,
-                                    clip_norm=clip_norm)
-            record_terms(sums, terms, bar)
-            done += 1
-    return finish(student, bar, done, stopped_by, started, sums)
+    budget = None if time_budget is None else max(0.0, time_budget - (time.perf_counter() - started))
+    engine = Engine(student, make_optimizer(student, lr, learner.config), lr=lr, total=iterations,
+                    lr_power=learner.config.lr_power, step=learner.state.step, scaler=scaler,
+                    clip_norm=clip_norm, time_budget=budget, bar=bar)
+    try:
+        outcome = engine.run(batches, terms_of)
+    finally:
+        if bar is not None:
+            bar.close()
+    student.eval()
+    return TrainingOutcome(outcome.iterations, outcome.stopped_by, time.perf_counter() - started,
+                           outcome.means(digits=4))
 
 
 def set_class_weights(learner: Learner, frames: Sequence[Frame], device: torch.device) -> None:
@@ -154,15 +170,6 @@ def set_thresholds(learner: Learner, frames: Sequence[Frame], device: torch.devi
                                                   num_all=learner.student.num_classes, mode=config.pseudo_thresholds)
 
 
-def finish(student, bar, done: int, stopped_by: str, started: float, sums: dict[str, float]) -> TrainingOutcome:
-    """Close the progress bar, put the student in eval mode, and average the terms."""
-    if bar is not None:
-        bar.close()
-    student.eval()
-    return TrainingOutcome(done, stopped_by, time.perf_counter() - started,
-                           {k: round(v / max(done, 1), 4) for k, v in sums.items()})
-
-
 def plain_loader(frames: Sequence[Frame]):
     """The frames at their own size, one at a time (thresholds, prototypes)."""
     from reminder.data.transforms import eval_transform
@@ -177,7 +184,7 @@ def out_of_memory(error: BaseException, *, batch_size: int, crop: int,
     if not isinstance(error, (torch.OutOfMemoryError, MemoryError)) and \
             "can't allocate memory" not in text and "out of memory" not in text:
         return None
-    advice = "--freeze-backbone, " if not freeze_backbone else ""
+    advice = "`freeze_backbone`, " if not freeze_backbone else ""
     return ReminderError(f"not enough memory for batch size {batch_size} at crop {crop} px "
                          f"({text.splitlines()[0][:120] if text else type(error).__name__}); try {advice}a smaller "
-                         f"--crop-size or --batch-size")
+                         f"`crop_size` or `batch_size`")
