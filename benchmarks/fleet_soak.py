@@ -46,7 +46,7 @@ def _versioned(bundle: Path, work: Path, version: str) -> Path:
 
     shutil.rmtree(work / f"b-{version}", ignore_errors=True)  # left by an earlier run of this benchmark
     copy = shutil.copytree(bundle, work / f"b-{version}")
-    manifest = read_manifest(copy)
+    manifest = read_manifest(copy).to_json()
     manifest["version"] = version
     write_manifest(copy, manifest)
     return copy

@@ -80,7 +80,7 @@ def main() -> None:
         full = onnx.load(str(tmp / "full.onnx"))
         with prepared_model(source) as prepared:
             ranking = [n for n, _ in conv_sensitivity(onnx.load(str(prepared)), full,
-                                                      calibration_inputs(options.calibration[:8], size))]
+                                                      calibration_inputs(size, options.calibration[:8]))]
         convs = [c.name for c in quantized_convs(full)]
         rows = []
         for share in [0.0, *args.shares]:

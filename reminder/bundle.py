@@ -2,15 +2,8 @@
 
 Torch-free: devices verify, pack and unpack bundles with this module alone.
 
-``manifest.json`` (format ``reminder-bundle/1``)::
-
-    name, version, step, created, parent {version, manifest_sha256} or null
-    classes [{id, name, color}], input {layout, dtype, range, color, mean, std, normalization}
-    outputs {kind: labels|logits, names, label_dtype}
-    artifacts {format: {path, sha256, bytes, ... engine fields}}, skipped {format: reason}
-    files {checkpoint.safetensors | prototypes.safetensors: {sha256, bytes}}
-    parity {format: {images, pixel_agreement, max_abs_diff, ...}}
-    model {backbone, classes_per_step, ...}, metrics {...}, tools {...}
+The manifest itself (its fields, checks and the one preparation of frames) is
+:mod:`reminder.contracts.manifest`; this module reads, hashes and moves bundles.
 """
 
 from __future__ import annotations
@@ -23,111 +16,54 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from reminder.contracts.manifest import Manifest
+# the names' rules and the format tag live with the manifest; re-exported for the bundle's users
+from reminder.contracts.manifest import BUNDLE_FORMAT, check_file_name, check_name  # noqa: F401
 from reminder.errors import LocalError, ReminderError
 from reminder.io import atomic_write, atomic_write_text, sha256_file
 
-BUNDLE_FORMAT = "reminder-bundle/1"
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20
 # an archive is refused, before anything is written, when its manifest lists more than this
 MAX_BUNDLE_BYTES = int(os.environ.get("REMINDER_MAX_BUNDLE_BYTES", 16 << 30))
-# names and versions become folder and file names (installs, targets): plain words only
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
-
-
-def check_name(value, what: str) -> str:
-    """``value`` if it is a plain name (letters, digits, ``._+-``, starting with a letter or
-    digit, at most 128 characters: never ``.``, ``..``, a path or empty), else an error."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ReminderError(f"{what} {value!r} is not allowed: use letters, digits and . _ + - (starting with a "
-                            f"letter or digit, at most 128 characters)")
-    return value
-
-
-def check_file_name(value, what: str) -> str:
-    """``value`` if it is a plain file name inside the bundle (no folder, not hidden)."""
-    if not isinstance(value, str) or not _FILE.fullmatch(value):
-        raise ReminderError(f"{what} {value!r} must be a plain file name inside the bundle")
-    return value
 
 
 def file_entry(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def write_manifest(bundle: Path, manifest: dict) -> Path:
-    return atomic_write_text(bundle / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+def write_manifest(bundle: Path, manifest: Manifest | dict) -> Path:
+    """Write ``manifest`` (a plain dict is written as it is: tools and tests that edit one)."""
+    data = manifest.to_json() if isinstance(manifest, Manifest) else manifest
+    return atomic_write_text(bundle / MANIFEST, json.dumps(data, indent=2) + "\n")
 
 
-def read_manifest(bundle: str | Path) -> dict:
-    """The manifest of a bundle folder, checked for shape (see :func:`check_manifest`)."""
+def read_manifest(bundle: str | Path) -> Manifest:
+    """The manifest of a bundle folder, checked (see :class:`Manifest`)."""
     path = Path(bundle) / MANIFEST
     if not path.is_file():
         raise ReminderError(f"{bundle} is not a bundle: {MANIFEST} is missing")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise ReminderError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise ReminderError(f"{path} is not valid JSON: {str(error)[:200] or type(error).__name__}") from None
-    return check_manifest(manifest, path)
-
-
-def check_manifest(manifest, path) -> dict:
-    """Refuse a manifest that is not an object of this format, lacks what a loader reads,
-    names or versions that are not plain words, or lists files outside the bundle."""
-    if not isinstance(manifest, dict):
-        raise ReminderError(f"{path} must hold a JSON object, not {type(manifest).__name__}")
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise ReminderError(f"{path} has format {manifest.get('format')!r}; this reminder reads {BUNDLE_FORMAT}")
-    for key, kind in (("name", str), ("version", str), ("classes", list), ("input", dict), ("outputs", dict)):
-        if key not in manifest:
-            raise ReminderError(f"{path} has no {key!r}")
-        if not isinstance(manifest[key], kind):
-            raise ReminderError(f"{path}: {key!r} must be a {'list' if kind is list else kind.__name__}")
-    check_name(manifest["name"], f"{path}: name")
-    check_name(manifest["version"], f"{path}: version")
-    for entry in manifest["classes"]:
-        if not isinstance(entry, dict) or not {"id", "name", "color"} <= set(entry):
-            raise ReminderError(f"{path}: every class needs id, name and color")
-    for key in ("artifacts", "files"):
-        if not isinstance(manifest.get(key, {}), dict):
-            raise ReminderError(f"{path}: {key!r} must be an object")
-    for name, entry in listed_files(manifest).items():
-        check_file_name(name, f"{path}: file")
-        for field, kind in (("sha256", str), ("bytes", int)):
-            if not isinstance(entry.get(field), kind) or (field == "bytes" and entry[field] < 0):
-                raise ReminderError(f"{path}: {name} has no {field!r}")
-    return manifest
+    return Manifest(data, str(path))
 
 
 def manifest_sha256(bundle: str | Path) -> str:
     return sha256_file(Path(bundle) / MANIFEST)
 
 
-def listed_files(manifest: dict) -> dict[str, dict]:
-    """Every file the manifest hashes: relative path -> {sha256, bytes}."""
-    files = {}
-    for name, entry in manifest.get("artifacts", {}).items():
-        if not isinstance(entry, dict) or "path" not in entry:
-            raise ReminderError(f"manifest artifact {name!r} has no 'path'")
-        files[entry["path"]] = entry
-    for name, entry in manifest.get("files", {}).items():
-        if not isinstance(entry, dict):
-            raise ReminderError(f"manifest file {name!r} has no 'sha256' and 'bytes'")
-        files[name] = entry
-    return files
-
-
-def verify_bundle(bundle: str | Path) -> dict:
+def verify_bundle(bundle: str | Path) -> Manifest:
     """Check every hashed file of a bundle folder; return its manifest.
 
     A missing file, a size or a sha256 that differs is refused with the file named.
     """
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    for relative, entry in listed_files(manifest).items():
+    for relative, entry in manifest.listed_files().items():
         path = bundle / relative
         if path.is_symlink():
             raise ReminderError(f"bundle {bundle}: {relative} is a symbolic link; a bundle holds plain files only")
@@ -161,8 +97,8 @@ def pack_bundle(bundle: str | Path, tar_path: str | Path, *, force: bool = False
     if tar_path.exists() and not force:
         if tar_path.is_dir() or _archived_manifest(tar_path) != (bundle / MANIFEST).read_bytes():
             raise ReminderError(f"{tar_path} is not an archive of this bundle; choose another output, or force "
-                                f"(--force) to replace it")
-    names = [MANIFEST] + sorted(listed_files(manifest))  # the manifest first: unpacking reads it first
+                                f"(`force`) to replace it")
+    names = [MANIFEST] + sorted(manifest.listed_files())  # the manifest first: unpacking reads it first
 
     def write(tmp: Path) -> None:
         with tarfile.open(tmp, "w") as tar:
@@ -243,7 +179,7 @@ def _extract(tar: tarfile.TarFile, tar_path: Path, staging: Path) -> None:
             if member.size > MAX_MANIFEST_BYTES:
                 raise ReminderError(f"{tar_path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES >> 20} MiB")
             _copy(tar, member, staging / MANIFEST)
-            expected = listed_files(read_manifest(staging))
+            expected = read_manifest(staging).listed_files()
             total = sum(entry["bytes"] for entry in expected.values())
             if total > MAX_BUNDLE_BYTES:
                 raise ReminderError(f"{tar_path}: its manifest lists {total} bytes, more than the "
@@ -279,27 +215,27 @@ def check_output_folder(out: str | Path, name: str, *, protect=(), force: bool =
     for path in protect:
         path = Path(path).resolve()
         if resolved == path or resolved in path.parents:
-            raise ReminderError(f"--out {out} would replace {path}, which must be kept; choose another folder")
+            raise ReminderError(f"`out` {out} would replace {path}, which must be kept; choose another folder")
         if path in resolved.parents:
             inside = path
     if not out.exists() and not out.is_symlink():
         return out
     if not out.is_dir() or out.is_symlink():
-        raise ReminderError(f"--out {out} exists and is not a folder")
+        raise ReminderError(f"`out` {out} exists and is not a folder")
     if inside is not None and force and any(out.iterdir()) and not (out / MANIFEST).is_file():
         # a step of the run (its checkpoint, metrics) is never replaced, force or not
-        raise ReminderError(f"--out {out} is inside {inside} and holds files that are not a bundle; --force never "
+        raise ReminderError(f"`out` {out} is inside {inside} and holds files that are not a bundle; `force` never "
                             f"replaces those: choose another folder")
     if not any(out.iterdir()) or force:
         return out
     try:
-        existing = read_manifest(out)["name"]
+        existing = read_manifest(out).name
     except ReminderError:
         existing = None
     if existing != name:
         what = f"bundle {existing!r}" if existing else "files that are not a bundle"
-        raise ReminderError(f"--out {out} holds {what}; a bundle named {name!r} replaces only a bundle of its own "
-                            f"name (pass --force to replace it anyway)")
+        raise ReminderError(f"`out` {out} holds {what}; a bundle named {name!r} replaces only a bundle of its own "
+                            f"name (pass `force` to replace it anyway)")
     return out
 
 
@@ -336,7 +272,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def open_bundle(path: str | Path, workdir: str | Path | None = None) -> tuple[Path, dict]:
+def open_bundle(path: str | Path, workdir: str | Path | None = None) -> tuple[Path, Manifest]:
     """A bundle folder or ``.tar`` -> (verified folder, manifest)."""
     path = Path(path)
     if path.is_dir():
@@ -348,19 +284,6 @@ def open_bundle(path: str | Path, workdir: str | Path | None = None) -> tuple[Pa
     raise ReminderError(f"{path} is neither a bundle folder nor a bundle .tar")
 
 
-def describe_bundle(manifest: dict) -> str:
+def describe_bundle(manifest: Manifest) -> str:
     """A few lines for ``reminder bundle inspect``."""
-    lines = [f"{manifest['name']} {manifest['version']} (step {manifest['step']}, {len(manifest['classes'])} classes)"]
-    parent = manifest.get("parent")
-    lines.append(f"parent: {parent['version']} ({parent['manifest_sha256'][:12]})" if parent else "parent: none")
-    lines.append("classes: " + ", ".join(c["name"] for c in manifest["classes"]))
-    for name, entry in manifest.get("artifacts", {}).items():
-        parity = manifest.get("parity", {}).get(name, {})
-        agreement = f", parity {100 * parity['pixel_agreement']:.3f}% pixels" if parity else ""
-        lines.append(f"{name}: {entry['path']} ({entry['bytes'] / 1e6:.1f} MB{agreement})")
-    for name, reason in manifest.get("skipped", {}).items():
-        lines.append(f"{name}: skipped ({reason})")
-    metrics = manifest.get("metrics") or {}
-    if "all" in metrics:
-        lines.append(f"training metrics: all-mIoU {100 * metrics['all']:.2f}")
-    return "\n".join(lines)
+    return manifest.describe()

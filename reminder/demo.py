@@ -234,7 +234,7 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
         f"![overlays]({strip.name})", "",
         "## Runtime", "",
         f"`reminder run` on a {stream.total}-frame video with bundle `{bundles[-1].name}` "
-        f"({len(read_manifest(bundles[-1])['classes'])} classes): {stream.fps:.1f} FPS on this machine, "
+        f"({len(read_manifest(bundles[-1]).classes)} classes): {stream.fps:.1f} FPS on this machine, "
         f"overlay video in `{runtime_out.relative_to(out)}/video/overlay.mp4`, per-frame stats in "
         f"`{runtime_out.relative_to(out)}/stats.jsonl`.", "",
         "## On-device update", "",
@@ -246,8 +246,8 @@ def run_demo(out: Path, *, quick: bool = False, methods: Sequence[str] = ("finet
         f"{_pct(updated.report['old_agreement'])} |",
         f"| server step 1, REMINDER on all step-1 data (test set) | "
         f"{_pct(server_step1['iou'].get('pottedplant'))} | - |", "",
-        f"New bundle: `{updated.bundle.relative_to(out)}` (version {manifest['version']}, parent "
-        f"{manifest['parent']['version']}).", "",
+        f"New bundle: `{updated.bundle.relative_to(out)}` (version {manifest.version}, parent "
+        f"{manifest.parent.version}).", "",
         "## Fleet", "",
         f"Steps {bundles[-2].name} and {bundles[-1].name} were published in turn to a TUF repository "
         f"(`fleet-repo`) served on 127.0.0.1; the device folder `fleet-device` verified, smoke-tested and "

@@ -103,3 +103,30 @@ def test_torch_free_rooms_import_with_torch_blocked():
 def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 400}
     assert not long
+
+
+MANIFEST_KEYS = {"format", "name", "version", "step", "created", "parent", "classes", "input", "outputs", "artifacts",
+                 "skipped", "files", "parity", "model", "metrics", "quality", "tools", "int8_refused", "update"}
+
+
+def test_only_the_manifest_module_reads_the_manifest_by_key():
+    """The manifest is typed (contracts/manifest.py): it has no ``[key]`` to read, and no other
+    module indexes a manifest-like name with one of its keys or pulls them with ``.get``."""
+    from reminder.contracts.manifest import Manifest
+
+    assert not hasattr(Manifest, "__getitem__") and not hasattr(Manifest, "get")
+    found = []
+    for path in _modules():
+        if path.relative_to(PACKAGE).as_posix() == "contracts/manifest.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            target, key = None, None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                target, key = node.value, node.slice.value
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                target, key = node.func.value, node.args[0].value
+            name = target.id if isinstance(target, ast.Name) else getattr(target, "attr", "")
+            if key in MANIFEST_KEYS and ("manifest" in name.lower() or name == "parent"):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {name}[{key!r}]")
+    assert not found, found

@@ -73,3 +73,20 @@ def test_train_refuses_values_that_cannot_train_and_writes_nothing(synthvoc_root
                                        "15-5", "--out", str(tmp_path / "run"), option, value])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_library_messages_name_arguments_and_the_cli_names_its_options(bundles, tmp_path):
+    """A Python user reads the argument (`max_frames`); the CLI shows the option that set it."""
+    from reminder.errors import ReminderError
+    from reminder.runtime.predictor import Predictor
+    from reminder.runtime.stream import Stream
+
+    with pytest.raises(ReminderError) as caught:
+        Predictor(bundles[0], precision="int8")
+    assert "`precision` int8" in str(caught.value) and "--" not in str(caught.value)
+    result = run("run", bundles[0], "--source", tmp_path, "--precision", "int8")
+    assert result.exit_code == 2 and "--precision int8" in result.output and "`" not in result.output
+    with pytest.raises(ReminderError, match="`max_frames` must be at least 1"):
+        Stream(bundles[0], sources=[str(tmp_path)], max_frames=0)
+    result = run("run", bundles[0], "--source", tmp_path, "--max-frames", 0)
+    assert result.exit_code == 2 and "Error: --max-frames must be at least 1, got 0" in result.output

@@ -20,6 +20,6 @@ def test_the_warning_names_the_class_its_share_and_the_knobs():
     weak = weak_classes({"background": 0.9, "crack": 0.0})
     [line] = describe_weak(weak, where="validation", pixel_share={"crack": 0.0031})
     assert line.startswith("WARNING: class 'crack' is not learnt") and "0.31% of the labelled pixels" in line
-    assert "--head deeplabv3plus" in line and "--class-weights sqrt" in line and "docs/own-data.md" in line
+    assert "`head` deeplabv3plus" in line and "`class_weights` sqrt" in line and "docs/own-data.md" in line
     table = iou_table({"background": 0.9, "crack": 0.0}, weak)
     assert table[1].endswith("<- not learnt") and "90.0" in table[0]

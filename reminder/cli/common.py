@@ -9,19 +9,64 @@ import click
 from reminder.errors import LocalError, ReminderError, write_failure
 
 
+def option_words(message: str, command: click.Command | None, root: click.Command | None = None) -> str:
+    """A library message in the CLI's words: the library names its arguments in backticks
+    (`max_frames`), and each becomes the option that sets it (``--max-frames``): an option of
+    the command that ran, else of any command under ``root``; a name no option sets loses
+    its backticks."""
+    import re
+
+    own, every = _options(command), _options(root)
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: own.get(m.group(1)) or every.get(m.group(1)) or m.group(1),
+                  message)
+
+
+def _options(root: click.Command | None) -> dict[str, str]:
+    """Argument name (and option name, dashes as underscores) -> the longest flag, for every
+    option of ``root`` and the commands under it."""
+    found: dict[str, str] = {}
+    stack = [root] if root is not None else []
+    while stack:
+        cmd = stack.pop(0)
+        stack.extend(getattr(cmd, "commands", {}).values())
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                flag = max(param.opts, key=len)
+                for key in [param.name] + [o.lstrip("-").replace("-", "_") for o in param.opts]:
+                    found.setdefault(key, flag)
+    return found
+
+
+def say(message: str, *, err: bool = False) -> None:
+    """Echo a library message (a log line, a warning) in the CLI's words (:func:`option_words`);
+    from a worker thread, where click has no context, any command's options name it."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        from reminder.cli import main as root
+
+        click.echo(option_words(message, None, root), err=err)
+    else:
+        click.echo(option_words(message, ctx.command, ctx.find_root().command), err=err)
+
+
+def say_err(message: str) -> None:
+    say(message, err=True)
+
+
 class ReminderGroup(click.Group):
-    """Turns a :class:`ReminderError` anywhere below into a one-line error and exit code 2;
-    a :class:`LocalError`, and a write this machine could not take (a full disk, a read-only
-    folder: one line naming the file and the free space), into exit code 1."""
+    """Turns a :class:`ReminderError` anywhere below into a one-line error in the CLI's words
+    (:func:`option_words`) and exit code 2; a :class:`LocalError`, and a write this machine
+    could not take (a full disk, a read-only folder: one line naming the file and the free
+    space), into exit code 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LocalError as error:  # the machine, not the input: trying again after fixing it can succeed
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {option_words(str(error), self._invoked(ctx), ctx.find_root().command)}", err=True)
             ctx.exit(1)
         except ReminderError as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {option_words(str(error), self._invoked(ctx), ctx.find_root().command)}", err=True)
             ctx.exit(2)
         except Exception as error:  # OSError, or a writer's own error type that wraps one
             failure = write_failure(error, getattr(error, "filename", None) or "a file")
@@ -29,6 +74,10 @@ class ReminderGroup(click.Group):
                 raise
             click.echo(f"Error: {failure}", err=True)
             ctx.exit(1)
+
+    def _invoked(self, ctx) -> click.Command | None:
+        name = ctx.invoked_subcommand
+        return self.commands.get(name) if name else None
 
 
 def parse_order(value: str | None) -> list[int] | None:

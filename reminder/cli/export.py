@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from reminder.cli.common import parse_list, parse_size
+from reminder.cli.common import parse_list, parse_size, say
 
 
 @click.command()
@@ -63,7 +63,7 @@ def export(run, step, formats, out, output, images, parity_threshold, parent, de
                          calibration_images=calibration_images, calibration_count=calibration_count,
                          int8_min_agreement=int8_min_agreement, int8_max_miou_drop=int8_max_miou_drop,
                          name=name, version=version, force=force,
-                         log=(lambda message: None) if quiet else click.echo)
+                         log=(lambda message: None) if quiet else say)
     click.echo(f"bundle written to {path}")
 
 
@@ -82,7 +82,7 @@ def bundle_verify(path: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         _, manifest = open_bundle(path, tmp)
-    click.echo(f"{path}: OK ({manifest['name']} {manifest['version']}, {len(manifest['classes'])} classes)")
+    click.echo(f"{path}: OK ({manifest.name} {manifest.version}, {len(manifest.classes)} classes)")
 
 
 @bundle.command("pack")
@@ -108,4 +108,4 @@ def bundle_inspect(path: Path, as_json: bool) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         _, manifest = open_bundle(path, tmp)
-    click.echo(json.dumps(manifest, indent=2) if as_json else describe_bundle(manifest))
+    click.echo(json.dumps(manifest.to_json(), indent=2) if as_json else describe_bundle(manifest))

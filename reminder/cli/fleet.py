@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from reminder.cli.common import say, say_err
+
 
 @click.group()
 def fleet() -> None:
@@ -44,7 +46,7 @@ def fleet_publish(bundle: Path, repo: Path, channel: str, keys: Path | None, res
     from reminder.fleet import publish
 
     publish(repo, bundle, channel=channel, keys=keys, reset_classes=reset_classes,
-            allow_weak_classes=allow_weak_classes, log=click.echo)
+            allow_weak_classes=allow_weak_classes, log=say)
 
 
 @fleet.command("resign")
@@ -55,7 +57,7 @@ def fleet_resign(repo: Path, keys: Path | None) -> None:
     """Sign a fresh timestamp (daily, when nothing is published, so devices do not refuse it as expired)."""
     from reminder.fleet import resign_timestamp
 
-    resign_timestamp(repo, keys=keys, log=click.echo)
+    resign_timestamp(repo, keys=keys, log=say)
 
 
 @fleet.command("sync")
@@ -76,7 +78,7 @@ def fleet_sync(url, trusted_root, install_dir, channel, keep, watch, wait, deadl
     from reminder import fleet as fleet_module
 
     options = dict(url=url, trusted_root=trusted_root, channel=channel, keep=keep, wait=wait, deadline=deadline,
-                   min_rate=min_rate, log=click.echo)
+                   min_rate=min_rate, log=say)
     if watch:
         fleet_module.watch(install_dir, every=watch, **options)
     else:
@@ -89,7 +91,7 @@ def fleet_rollback(install_dir: Path) -> None:
     """Switch back to the previous installed version (the abandoned one is not reinstalled)."""
     from reminder.fleet import rollback
 
-    rollback(install_dir, log=click.echo)
+    rollback(install_dir, log=say)
 
 
 @fleet.command("status")
@@ -99,7 +101,7 @@ def fleet_status(install_dir: Path, as_json: bool) -> None:
     """Installed and previous versions, and the last sync's time and result."""
     from reminder.fleet import read_status
 
-    status = read_status(install_dir, log=lambda message: click.echo(message, err=True))
+    status = read_status(install_dir, log=say_err)
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return

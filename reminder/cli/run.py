@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from reminder.cli.common import parse_list, parse_size
+from reminder.cli.common import parse_list, parse_size, say_err
 from reminder.errors import LocalError, ReminderError
 
 
@@ -38,7 +38,7 @@ class _StatusLine:
 
     def log(self, message: str) -> None:
         self.clear()
-        click.echo(message, err=True)
+        say_err(message)
 
     def clear(self) -> None:
         if self.tty and self.width:
@@ -149,7 +149,7 @@ def bench_command(bundle, backends, precisions, batches, sizes, warmup, iteratio
                        batches=parse_list(batches, "--batch", int),
                        sizes=[parse_size(v) for v in parse_list(sizes, "--size")] if sizes else None,
                        warmup=warmup, iterations=iterations, threads=threads,
-                       log=lambda message: click.echo(message, err=True))
+                       log=say_err)
     text = json.dumps(report, indent=2)
     if out:
         atomic_write_text(out, text + "\n")

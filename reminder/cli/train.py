@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from reminder.cli.common import parse_eval_size, parse_order, parse_overrides
+from reminder.cli.common import parse_eval_size, parse_order, parse_overrides, say
 from reminder.errors import ReminderError
 
 
@@ -75,7 +75,7 @@ def _exporter(formats: str | None):
         return None
     from reminder.export.exporter import each_step_exporter
 
-    return each_step_exporter(formats, log=click.echo)
+    return each_step_exporter(formats, log=say)
 
 
 @click.command()
@@ -135,7 +135,7 @@ def train(data, dataset, root, setting, method, out, mode, order, test_protocol,
             raise ReminderError(f"missing {', '.join(missing)}: a benchmark run needs --dataset, --root and "
                                 f"--setting (or give --data DATA.yaml for your own data)")
         config = resolve_config(dataset=dataset, root=root, setting=setting, method=method, out=out, **options)
-    results = train_scenario(config, progress=not values["quiet"], log=click.echo,
+    results = train_scenario(config, progress=not values["quiet"], log=say,
                              on_step=_exporter(config.export_each_step))
     _final_line(results, out)
 
@@ -169,15 +169,15 @@ def increment(run: Path, data: Path, method: str, redo: bool, **values) -> None:
     if redo:
         from reminder.train.redo import redo_last_step
 
-        results = redo_last_step(run, data, method=method, progress=not values["quiet"], log=click.echo,
+        results = redo_last_step(run, data, method=method, progress=not values["quiet"], log=say,
                                  on_step=_exporter(values["export_each_step"]), **_common(values))
         _final_line(results, run)
         return
-    config = increment_config(run, data, method=method, log=click.echo, **_common(values))
+    config = increment_config(run, data, method=method, log=say, **_common(values))
     if config is None:
         results = read_results(run)
     else:
-        results = train_scenario(config, progress=not values["quiet"], log=click.echo,
+        results = train_scenario(config, progress=not values["quiet"], log=say,
                                  on_step=_exporter(config.export_each_step))
     _final_line(results, run)
 
@@ -198,7 +198,7 @@ def eval_(run: Path, step: int | None, data: tuple[Path, ...], as_json: bool, th
 
     _threads(threads)
     metrics = evaluate_run(run, step=step, data=list(data) or None, progress=not (as_json or quiet),
-                           log=(lambda m: None) if as_json else click.echo)
+                           log=(lambda m: None) if as_json else say)
     if as_json:
         click.echo(json.dumps(metrics))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reminder.cli.common import parse_list
+from reminder.cli.common import parse_list, say_err
 
 
 @click.command("update")
@@ -61,6 +61,6 @@ def update_command(bundle, images, masks, classes, out, iterations, time_budget,
                             formats=tuple(parse_list(formats, "--format")) if formats else None)
     result = update_bundle(bundle, images=images, masks=masks, classes=list(classes), out=out, options=options,
                            progress=not quiet, log=(lambda message: None) if quiet else
-                           (lambda message: click.echo(message, err=True)))
+                           (say_err))
     click.echo(format_report(result.report))
     click.echo(f"new bundle: {result.bundle}")

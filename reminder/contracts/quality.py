@@ -18,9 +18,9 @@ from typing import Mapping, Sequence
 
 WEAK_FLOOR = 0.10
 
-KNOBS = ("more labelled images of it", "more iterations (--max-iterations or --epochs)",
-         "for thin or small objects --head deeplabv3plus and --class-weights sqrt (the defaults with --data) or "
-         "--output-stride 8", "see docs/own-data.md")
+KNOBS = ("more labelled images of it", "more iterations (`max_iterations` or `epochs`)",
+         "for thin or small objects `head` deeplabv3plus and `class_weights` sqrt (the defaults with `data`) or "
+         "`output_stride` 8", "see docs/own-data.md")
 
 
 def weak_classes(iou: Mapping[str, float | None], *, among: Sequence[str] | None = None,

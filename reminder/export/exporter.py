@@ -18,13 +18,15 @@ from reminder.data.samples import read_image
 from reminder.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from reminder.errors import ReminderError
 from reminder.io import folder_lock, read_json
-from reminder.bundle import (BUNDLE_FORMAT, check_name, check_output_folder, file_entry, manifest_sha256,
-                             read_manifest, remove_stale_staging, write_manifest)
+from reminder.bundle import (check_name, check_output_folder, file_entry, manifest_sha256, read_manifest,
+                             remove_stale_staging, write_manifest)
+from reminder.contracts.manifest import InputSpec, Manifest, OutputSpec, Parent
 from reminder.export import sizes
 from reminder.export.formats import parse_formats
-from reminder.export.graph import ExportModule, example_input
+from reminder.export.graph import ExportModule
 from reminder.export.parity import check_parity, images_from_folder
-from reminder.export.int8_fallback import gate_int8, quantize_gated
+from reminder.export.int8_fallback import gate_int8
+from reminder.export.writers import export_formats
 from reminder.export.quantize import DEFAULT_CALIBRATION_IMAGES, Int8Options
 from reminder.runtime.backends import open_artifact
 from reminder.runtime.engines import EngineProfile
@@ -168,7 +170,7 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
 
     size, size_source = sizes.deploy_size(config, step, load_data, deploy_size)
     manifest = _manifest(run, config, meta, step, module, name, version, parent, size)
-    manifest["input"]["sizes"] = {"deploy": list(size), "from": size_source, "train_crop": config.crop_size}
+    manifest.with_input(sizes={"deploy": list(size), "from": size_source, "train_crop": config.crop_size})
     protect = [run] + ([parent] if parent is not None and parent.exists() else [])
     files = {target: step_dir / source for source, target in (("model.safetensors", "checkpoint.safetensors"),
                                                               ("prototypes.safetensors", "prototypes.safetensors"))}
@@ -178,7 +180,7 @@ def export_bundle(run: str | Path, *, out: str | Path, formats: str | list[str] 
                         int8=int8, trt_int8=trt_int8, protect=protect, force=force, log=log)
 
 
-def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, formats, parity_set: list,
+def write_bundle(module: ExportModule, manifest: Manifest, *, out: str | Path, formats, parity_set: list,
                  files: dict[str, Path], parity_threshold: float = 0.999, device: str = "cpu",
                  trt_fp16: bool = False, trt_profile: EngineProfile | None = None,
                  trt_sizes: Sequence[tuple[int, int]] = (), trt_max_batch: int = 8, int8: Int8Options | None = None,
@@ -196,43 +198,41 @@ def write_bundle(module: ExportModule, manifest: dict, *, out: str | Path, forma
     by ``onnx-int8`` and ``trt_int8``)."""
     if int8 is None and ("onnx-int8" in [f.name for f in formats] or trt_int8):
         raise ReminderError("an INT8 export needs calibration images: none were given")
-    out = check_output_folder(out, check_name(manifest["name"], "bundle name"), protect=protect, force=force)
-    check_name(manifest["version"], "bundle version")
+    out = check_output_folder(out, manifest.name, protect=protect, force=force)
     if trt_profile is None:
-        spec = manifest["input"]
         trt_profile = EngineProfile.covering([image.shape[:2] for image in parity_set] + list(trt_sizes),
-                                             opt=(spec["height"], spec["width"]), max_batch=trt_max_batch,
-                                             margin=0.5)
-    manifest["input"]["profile"] = trt_profile.to_json()
+                                             opt=manifest.input.size, max_batch=trt_max_batch, margin=0.5)
+    manifest.with_input(profile=trt_profile.to_json())
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
     try:
-        metadata = {"reminder_manifest_version": manifest["version"], "classes": json.dumps(manifest["classes"]),
-                    "step": str(manifest["step"]), "input": json.dumps(manifest["input"]), "output": module.output}
-        _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log,
-                        int8=int8, trt_int8=trt_int8)
-        if not manifest["artifacts"]:
-            skipped = "; ".join(f"{k}: {v}" for k, v in manifest["skipped"].items())
+        metadata = {"reminder_manifest_version": manifest.version,
+                    "classes": json.dumps(manifest.classes.to_manifest()), "step": str(manifest.step),
+                    "input": json.dumps(manifest.input.to_json()), "output": module.output}
+        export_formats(module, formats, staging, manifest, metadata, device=device, trt_fp16=trt_fp16,
+                       trt_profile=trt_profile, int8=int8, trt_int8=trt_int8, log=log)
+        if not manifest.formats:
+            skipped = "; ".join(f"{k}: {v}" for k, v in manifest.skipped.items())
             raise ReminderError(f"no model was exported ({skipped}); no bundle written")
         for target, source in files.items():
             if Path(source).is_file():
                 shutil.copyfile(source, staging / target)
-                manifest["files"][target] = file_entry(staging / target)
+                manifest.add_file(target, file_entry(staging / target))
         if parity_set:  # a frame for devices' smoke tests after an install
             from PIL import Image
 
             Image.fromarray(parity_set[0]).save(staging / "sample.png")
-            manifest["files"]["sample.png"] = file_entry(staging / "sample.png")
-        for fmt in manifest["artifacts"]:
+            manifest.add_file("sample.png", file_entry(staging / "sample.png"))
+        for fmt in manifest.formats:
             if fmt == "onnx-int8":  # gated as it was quantised
                 continue
-            if manifest["artifacts"][fmt].get("precision") == "int8":
+            if manifest.artifact(fmt).precision == "int8":
                 gate_int8(staging, manifest, fmt, int8, log)
                 continue
             backend = open_artifact(staging, manifest, fmt)
-            result = check_parity(module, backend, parity_set, threshold=parity_threshold)
-            manifest["parity"][fmt] = result
+            result = check_parity(module, backend, parity_set, threshold=parity_threshold, spec=manifest.input)
+            manifest.record_parity(fmt, result)
             log(f"parity {fmt}: {100 * result['pixel_agreement']:.3f}% of pixels agree, max abs diff "
                 f"{result['max_abs_diff']:.2e} on {result['images']} images")
             if not result["passed"]:
@@ -266,121 +266,35 @@ def _plain_name(text: str, fallback: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "-", text).lstrip("._+-")[:100] or fallback
 
 
-def _manifest(run, config, meta, step, module, name, version, parent, size: tuple[int, int]) -> dict:
+def _manifest(run, config, meta, step, module, name, version, parent, size: tuple[int, int]) -> Manifest:
     colors = meta.get("colors")  # the run's class colours (a user's own); older runs: VOC's by class id
     if colors is None:
         palette, dataset_ids = voc_palette(), [0] + list(meta["order"])
         colors = [palette[dataset_ids[i]] for i in range(len(meta["classes"]))]
     classes = ClassTable(tuple(meta["classes"]), tuple(tuple(c) for c in colors[:len(meta["classes"])]),
-                         where=f"run {run}").to_manifest()
+                         where=f"run {run}")
     default_name = f"{config.dataset}-{config.setting}-{config.method}"
     if config.dataset == "custom":  # your own data: the run folder's name, made a plain name
         default_name = _plain_name(run.resolve().name, "model")
-
-    metrics = read_json(run / f"step{step}" / "metrics.json")
-    manifest = {
-        "format": BUNDLE_FORMAT, "name": name or default_name,
-        "version": version or f"{_plain_name(run.resolve().name, 'run')}-step{step}", "step": step,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "parent": None, "classes": classes,
-        "input": {"height": size[0], "width": size[1], "layout": "NCHW", "dtype": "float32", "range": [0, 255],
-                  "color": "RGB", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "normalization": "in-graph"},
-        "outputs": {"kind": module.output, "names": module.output_names,
-                    "label_dtype": str(module.label_dtype).replace("torch.", "")},
-        "artifacts": {}, "skipped": {}, "files": {}, "parity": {},
-        "model": {"backbone": meta["backbone"], "classes_per_step": meta["classes_per_step"],
-                  "head": meta.get("head", "deeplabv3"), "output_stride": meta.get("output_stride", 16),
-                  "recipe": {k: getattr(config.for_step(step), k) for k in ("crop_mode", "class_weights")}
-                  | {"crop_scale": list(config.for_step(step).crop_scale)},
-                  "dataset": meta["dataset"], "setting": meta["setting"], "method": meta["method"],
-                  "order": meta["order"]},
-        "metrics": {k: metrics.get(k) for k in ("old", "new", "all", "iou")},
-        "quality": _quality(metrics, meta, step),
-        "tools": _tool_versions(),
-    }
+    name = check_name(name or default_name, "bundle name")
+    version = check_name(version or f"{_plain_name(run.resolve().name, 'run')}-step{step}", "bundle version")
+    lineage = None
     if parent is not None and (parent / "manifest.json").is_file():
-        parent_manifest = read_manifest(parent)
-        manifest["parent"] = {"version": parent_manifest["version"], "manifest_sha256": manifest_sha256(parent)}
-    return manifest
-
-
-def _export_formats(module, formats, staging, manifest, metadata, device, trt_fp16, trt_profile, log, *,
-                    int8: Int8Options | None = None, trt_int8: bool = False) -> None:
-    from reminder.export.aoti import export_aoti
-    from reminder.export.onnx import export_onnx
-    from reminder.export.torchscript import export_torchscript
-
-    example = example_input()
-    for fmt in formats:
-        try:
-            if fmt.name == "onnx":
-                path = export_onnx(module, staging / fmt.filename, example, metadata=metadata)
-                extra = {"opset": 18}
-            elif fmt.name == "onnx-int8":
-                path = staging / fmt.filename
-                extra = quantize_gated(staging, manifest, path, int8, [f.name for f in formats], log)
-            elif fmt.name == "torchscript":
-                path, extra = export_torchscript(module, staging / fmt.filename, example, metadata=metadata), {}
-            elif fmt.name == "aoti":
-                path = export_aoti(module, staging / fmt.filename, example, metadata=metadata, device=device)
-                extra = {"device": device}
-            else:
-                path, extra = _export_engine(module, staging, fmt, example, metadata, trt_fp16, trt_profile,
-                                             int8 if trt_int8 else None, manifest)
-        except ReminderError as error:
-            if fmt.name != "tensorrt":
-                raise
-            manifest["skipped"][fmt.name] = str(error)
-            log(f"tensorrt skipped: {error}")
-            continue
-        manifest["artifacts"][fmt.name] = {"path": path.name, **file_entry(path), **extra}
-        log(f"exported {fmt.name}: {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
-
-
-def _export_engine(module, staging: Path, fmt, example, metadata, fp16: bool, profile: EngineProfile,
-                   int8: Int8Options | None = None, manifest: dict | None = None):
-    """The engine, built from the bundle's ONNX (or a temporary one: FP16 for TensorRT 11's
-    strongly typed FP16, FP32 when the bundle has no ONNX); temporary sources are removed.
-    With ``int8``: TensorRT 10 calibrates on its images and the calibration cache joins the
-    bundle's files; TensorRT 11 builds from the bundle's QDQ ONNX."""
-    from reminder.export.onnx import export_onnx
-    from reminder.export.tensorrt import build_engine
-    from reminder.runtime.engines import cache_root, gpu_compute_capability, import_tensorrt, tensorrt_major
-
-    trt = import_tensorrt()
-    newer = tensorrt_major(trt) >= 11
-    source, temporary, calibration = staging / "model.onnx", None, {}
-    if int8 is not None:
-        from reminder.export.quantize import calibration_inputs
-
-        calibration = {"int8": True}
-        if newer:  # no calibrator on TensorRT 11: the QDQ graph carries the scales
-            source = staging / "model.int8.onnx"
-            if not source.is_file():
-                raise ReminderError(f"TensorRT {trt.__version__} builds INT8 from the QDQ ONNX: add onnx-int8 to "
-                                    f"--format")
-        else:
-            size = (manifest["input"]["height"], manifest["input"]["width"])
-            calibration.update(calibration=calibration_inputs(int8.calibration, size),
-                               calibration_cache=staging / "calibration.cache")
-    elif fp16 and newer:
-        temporary = source = export_onnx(module, staging / ".engine-source.fp16.onnx", example, metadata=metadata,
-                                         fp16=True)
-    if not source.is_file():
-        temporary = source = export_onnx(module, staging / ".engine-source.onnx", example, metadata=metadata)
-    try:
-        sm = gpu_compute_capability()
-        path = staging / fmt.filename.format(sm=sm)
-        timing_cache = cache_root() / "tensorrt" / f"timing-{trt.__version__}-{sm}.cache"
-        timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        header = build_engine(source, path, profile=profile, fp16=fp16, timing_cache=timing_cache, **calibration)
-        if (staging / "calibration.cache").is_file():  # a Jetson rebuilds its INT8 engine from it
-            manifest["files"]["calibration.cache"] = {**file_entry(staging / "calibration.cache"),
-                                                      "calibration": int8.source}
-    finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-    # the engine's GPU buffers come from torch (runtime.engines.CudaBuffers)
-    return path, {**header, "runtime_requires": ["tensorrt", "torch"]}
+        lineage = Parent(read_manifest(parent).version, manifest_sha256(parent))
+    metrics = read_json(run / f"step{step}" / "metrics.json")
+    recipe = config.for_step(step)
+    return Manifest.new(
+        name=name, version=version, step=step, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        classes=classes, parent=lineage, input=InputSpec(size[0], size[1], IMAGENET_MEAN, IMAGENET_STD),
+        outputs=OutputSpec(module.output, tuple(module.output_names), str(module.label_dtype).replace("torch.", "")),
+        model={"backbone": meta["backbone"], "classes_per_step": meta["classes_per_step"],
+               "head": meta.get("head", "deeplabv3"), "output_stride": meta.get("output_stride", 16),
+               "recipe": {"crop_mode": recipe.crop_mode, "class_weights": recipe.class_weights,
+                          "crop_scale": list(recipe.crop_scale)},
+               "dataset": meta["dataset"], "setting": meta["setting"], "method": meta["method"],
+               "order": meta["order"]},
+        metrics={k: metrics.get(k) for k in ("old", "new", "all", "iou")},
+        quality=_quality(metrics, meta, step), tools=_tool_versions())
 
 
 def _replace_folder(staging: Path, out: Path) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+from reminder.contracts.manifest import Manifest
 from reminder.runtime.backends import open_artifact
 
 if TYPE_CHECKING:
@@ -155,7 +156,7 @@ def quantize_with_fallback(source: Path, target: Path, images: Sequence[np.ndarr
         int8_model = onnx.load(str(target))
         with prepared_model(source) as prepared:
             ranking = [name for name, _ in conv_sensitivity(
-                onnx.load(str(prepared)), int8_model, calibration_inputs(images[:SENSITIVITY_IMAGES], size))]
+                onnx.load(str(prepared)), int8_model, calibration_inputs(size, images[:SENSITIVITY_IMAGES]))]
         group = max(1, math.ceil(GROUP_SHARE * len(ranking)))
         kept = 0
         while not result["passed"] and kept + group <= MAX_FLOAT_SHARE * len(ranking):
@@ -177,7 +178,7 @@ def quantize_with_fallback(source: Path, target: Path, images: Sequence[np.ndarr
 # -- the exporter's side: the gate against the bundle's FP32 ONNX, and the refusal --------------
 
 
-def gate_int8(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log, candidate=None,
+def gate_int8(staging: Path, manifest: Manifest, fmt: str, int8: Int8Options, log, candidate=None,
                formats: Sequence[str] = ()) -> dict:
     """The INT8 artifact ``fmt`` (or backend ``candidate``) against the bundle's FP32 ONNX
     on held-out images; refused with the gate's numbers and the formats without ``fmt``."""
@@ -185,12 +186,12 @@ def gate_int8(staging: Path, manifest: dict, fmt: str, int8: Int8Options, log, c
 
     result = quality_gate(open_artifact(staging, manifest, "onnx"),
                           candidate or open_artifact(staging, manifest, fmt), int8.gate,
-                          num_classes=len(manifest["classes"]), min_agreement=int8.min_agreement,
-                          max_miou_drop=int8.max_miou_drop)
+                          num_classes=len(manifest.classes), min_agreement=int8.min_agreement,
+                          max_miou_drop=int8.max_miou_drop, spec=manifest.input)
     result["images_from"] = int8.gate_source
-    manifest["parity"][fmt] = {**result, "reference": "onnx", "threshold": int8.min_agreement}
+    manifest.record_parity(fmt, {**result, "reference": "onnx", "threshold": int8.min_agreement})
     if candidate is None:
-        refuse_below_gate(fmt, result, formats or list(manifest["artifacts"]), log)
+        refuse_below_gate(fmt, result, formats or manifest.formats, log)
     return result
 
 
@@ -201,17 +202,16 @@ def refuse_below_gate(fmt: str, result: dict, formats: Sequence[str], log) -> No
     if not result["passed"]:
         rest = ",".join(f for f in formats if f != fmt) or "onnx"
         raise Int8GateError(f"the {fmt} model is below its quality gate: {describe_gate(result)}; no bundle written. "
-                            f"Export the other formats without it (--format {rest}), or lower the gate "
-                            f"(--int8-min-agreement, --int8-max-miou-drop)", result)
+                            f"Export the other formats without it (`format` {rest}), or lower the gate "
+                            f"(`int8_min_agreement`, `int8_max_miou_drop`)", result)
 
 
-def quantize_gated(staging: Path, manifest: dict, path: Path, int8: Int8Options, formats: Sequence[str],
+def quantize_gated(staging: Path, manifest: Manifest, path: Path, int8: Int8Options, formats: Sequence[str],
                     log) -> dict:
     """The INT8 ONNX, gated, with the accuracy-aware fallback (export.int8_fallback)."""
     from reminder.runtime.backends import OrtBackend
 
-    spec = manifest["input"]
-    size = (spec["height"], spec["width"])
+    size = manifest.input.size
 
     def gate(candidate: Path) -> dict:
         backend = OrtBackend(candidate, providers=["CPUExecutionProvider"])

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from reminder.contracts.manifest import InputSpec
 from reminder.data.samples import read_image
 from reminder.errors import ReminderError
 
@@ -31,10 +32,6 @@ def images_from_folder(folder: str | Path, limit: int = 8) -> list[np.ndarray]:
     return [read_image(p) for p in paths]
 
 
-def _to_batch(image: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
-
-
 def _labels_and_values(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     if "logits" in outputs:
         return outputs["logits"].argmax(axis=1), outputs["logits"]
@@ -42,14 +39,14 @@ def _labels_and_values(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
 
 
 def check_parity(module: torch.nn.Module, backend, images: Sequence[np.ndarray], *, threshold: float,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", spec: InputSpec | None = None) -> dict:
     """Compare ``backend`` with the eager ``module`` on ``images``; ``passed`` when at least
     ``threshold`` of the pixels get the same label."""
     same = total = 0
     max_diff = 0.0
     module = module.eval().to(device)
     for image in images:
-        batch = _to_batch(image)
+        [batch] = (spec or InputSpec(*image.shape[:2])).to_inputs([image], resize="none")
         with torch.no_grad():
             eager = module(torch.from_numpy(batch).to(device))
         eager = eager if isinstance(eager, tuple) else (eager,)

@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from reminder.contracts.manifest import InputSpec
 from reminder.errors import ReminderError
 from reminder.runtime.backends import output_labels
 
@@ -68,17 +69,12 @@ class Int8GateError(ReminderError):
         self.result = result
 
 
-def calibration_inputs(images: Sequence[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
-    """HWC uint8 RGB images -> ``(1, 3, h, w)`` float32 0..255 at the network input size
-    (stretched, as the runtime's letterbox content is resized to it)."""
-    from PIL import Image
-
-    inputs = []
-    for image in images:
-        if image.shape[:2] != tuple(size):
-            image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-        inputs.append(np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32))
-    return inputs
+def calibration_inputs(spec: InputSpec | tuple[int, int], images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """HWC uint8 RGB images -> ``(1, 3, h, w)`` float32 0..255 at the deploy size, prepared
+    as the runtime prepares frames (:meth:`InputSpec.to_batch`: letterboxed, padded in the
+    mean colour), so the activation ranges are those the deployed model sees."""
+    spec = spec if isinstance(spec, InputSpec) else InputSpec(*spec)
+    return spec.to_inputs(images)
 
 
 class _Reader:
@@ -170,8 +166,8 @@ def quantize_int8(source: str | Path, target: str | Path, images: Sequence[np.nd
 
     if len(images) == 0:
         raise ReminderError("an INT8 export needs calibration images (the step's training images, or "
-                            "--calibration-images DIR): the activation ranges are measured on them")
-    inputs = calibration_inputs(images, size)
+                            "`calibration_images` DIR): the activation ranges are measured on them")
+    inputs = calibration_inputs(size, images)
     with prepared_model(source) as prepared:
         tmp = prepared.parent
         excluded = list(dict.fromkeys(fp32_nodes(onnx.load(str(prepared))) + list(keep_float)))
@@ -204,7 +200,7 @@ def quantize_int8(source: str | Path, target: str | Path, images: Sequence[np.nd
 
 def quality_gate(reference, candidate, samples: Sequence[tuple[np.ndarray, np.ndarray | None]], *,
                  num_classes: int, min_agreement: float = 0.99, max_miou_drop: float = 1.0,
-                 ignore_index: int = 255) -> dict:
+                 ignore_index: int = 255, spec: InputSpec | None = None) -> dict:
     """Compare backend ``candidate`` (INT8) with ``reference`` (the FP32 model of the same
     bundle) on held-out ``samples`` ``(image HWC uint8 RGB, labels or None)``, each at its
     own size: the share of pixels with the same label, and, where labels exist, the mIoU of
@@ -215,8 +211,9 @@ def quality_gate(reference, candidate, samples: Sequence[tuple[np.ndarray, np.nd
     same = total = 0
     confusion = {name: np.zeros((num_classes, num_classes), dtype=np.int64) for name in ("fp32", "int8")}
     labelled = 0
+    spec = spec or InputSpec(*samples[0][0].shape[:2])
     for image, labels in samples:
-        batch = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+        [batch] = spec.to_inputs([image], resize="none")  # each at its own size, as its labels are
         predicted = {"fp32": output_labels(reference(batch))[0], "int8": output_labels(candidate(batch))[0]}
         same += int((predicted["fp32"] == predicted["int8"]).sum())
         total += predicted["fp32"].size

@@ -79,7 +79,8 @@ def calibration_cache_bytes(path: str | Path) -> tuple[bytes | None, bool]:
     path = Path(path)
     if not (path.parent / MANIFEST).is_file():
         return (path.read_bytes() if path.is_file() else None), True
-    entry = read_manifest(path.parent).get("files", {}).get(path.name)
+    manifest = read_manifest(path.parent)
+    entry = manifest.listed_files().get(path.name) if manifest.has_file(path.name) else None
     if entry is None or not path.is_file():
         raise IntegrityError(f"{path} is not a file its bundle lists; an INT8 engine is built from the bundle's "
                              f"own calibration.cache")
@@ -105,7 +106,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Eng
     if int8 and not qdq:
         if major >= 11:
             raise ReminderError(f"TensorRT {trt.__version__} has no INT8 calibration: build from the bundle's QDQ "
-                                f"model.int8.onnx (export with --format onnx-int8)")
+                                f"model.int8.onnx (export with `format` onnx-int8)")
         if not calibration and not (calibration_cache and Path(calibration_cache).is_file()):
             raise ReminderError("an INT8 engine needs calibration images or the bundle's calibration.cache")
     if fp16 and major >= 11 and not half_onnx:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from reminder.bundle import check_name, read_manifest, unpack_bundle
-from reminder.contracts import ClassTable
+from reminder.contracts.manifest import Manifest
 from reminder.errors import LocalError, ReminderError
 from reminder.fleet.fetcher import deadline_fetcher, describe_error
 from reminder.fleet.repository import utc_now
@@ -67,20 +67,19 @@ def _switch(install_dir: Path, version: str) -> None:
         os.close(fd)
 
 
-def smoke_test(folder: Path, manifest: dict, install_dir: Path) -> None:
+def smoke_test(folder: Path, manifest: Manifest, install_dir: Path) -> None:
     """Load the bundle with the runtime, run one inference on its sample frame (or a grey
     frame), and check its classes against its parent's when that is installed here."""
     import numpy as np
 
     from reminder.runtime.predictor import Predictor
 
-    table = ClassTable.from_manifest(manifest["classes"], where="its manifest")  # ids, names, colours
+    table = manifest.classes  # ids, names, colours: checked when the manifest was read
     names = table.names
-    parent = manifest.get("parent") or {}
-    parent_dir = install_dir / "versions" / str(parent.get("version"))
-    if parent.get("version") and (parent_dir / "manifest.json").is_file():
-        old = ClassTable.from_manifest(read_manifest(parent_dir)["classes"], where=f"parent {parent['version']}")
-        table.check_extends(old, what=f"its classes (parent {parent['version']})")
+    parent = manifest.parent
+    parent_dir = install_dir / "versions" / str(parent.version if parent else None)
+    if parent is not None and (parent_dir / "manifest.json").is_file():
+        table.check_extends(read_manifest(parent_dir).classes, what=f"its classes (parent {parent.version})")
     try:
         predictor = Predictor(folder)
         sample = folder / "sample.png"
@@ -89,7 +88,7 @@ def smoke_test(folder: Path, manifest: dict, install_dir: Path) -> None:
 
             frame = cv2.imread(str(sample))
         else:
-            frame = np.full((int(manifest["input"]["height"]), int(manifest["input"]["width"]), 3), 128, np.uint8)
+            frame = np.full((*manifest.input.size, 3), 128, np.uint8)
         [prediction] = predictor.predict(frame)
     except LocalError as error:  # a package missing here, not a fault of the bundle: retried
         raise LocalError(f"it cannot run on this device yet ({error}); it stays eligible") from None
@@ -133,7 +132,7 @@ def sync(install_dir: str | Path, *, url: str, trusted_root: str | Path | None =
     within ``deadline`` seconds plus its length at ``min_rate`` bytes per second."""
     install_dir = Path(install_dir)
     if keep < 1:
-        raise ReminderError(f"--keep must be at least 1, got {keep}")
+        raise ReminderError(f"`keep` must be at least 1, got {keep}")
     with device_lock(install_dir, wait=wait):
         return _sync(install_dir, url, trusted_root, channel, keep, deadline, min_rate, log)
 
@@ -151,7 +150,7 @@ def _sync(install_dir: Path, url, trusted_root, channel, keep, deadline, min_rat
     trusted = install_dir / "tuf" / "root.json"
     if not trusted.is_file():
         if trusted_root is None or not Path(trusted_root).is_file():
-            raise ReminderError(f"{install_dir} has no trusted root yet: pass --trusted-root root.json "
+            raise ReminderError(f"{install_dir} has no trusted root yet: pass `trusted_root` root.json "
                                 f"(the repository's, obtained out of band)")
         shutil.copyfile(trusted_root, trusted)
     base = url.rstrip("/")
@@ -196,18 +195,18 @@ def _sync(install_dir: Path, url, trusted_root, channel, keep, deadline, min_rat
                     digest=digest, reset_classes=bool(custom.get("reset_classes")))
 
 
-def _check_classes(manifest: dict, install_dir: Path, installed: str | None, reset: bool) -> None:
+def _check_classes(manifest: Manifest, install_dir: Path, installed: str | None, reset: bool) -> None:
     """A new bundle must keep the running bundle's classes (and add to them) unless its
     publisher marked it a class reset."""
     if reset or not installed or not (install_dir / "versions" / installed / "manifest.json").is_file():
         return
-    old = [c["name"] for c in read_manifest(install_dir / "versions" / installed)["classes"]]
-    new = [c["name"] for c in manifest["classes"]]
+    old = list(read_manifest(install_dir / "versions" / installed).class_names)
+    new = list(manifest.class_names)
     if new[:len(old)] != old:
         first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
-        raise ReminderError(f"{manifest['version']}'s classes do not extend the installed {installed}'s (class "
+        raise ReminderError(f"{manifest.version}'s classes do not extend the installed {installed}'s (class "
                             f"{first}: {old[first] if first < len(old) else '-'} -> "
-                            f"{new[first] if first < len(new) else '-'}); publish it with --reset-classes to "
+                            f"{new[first] if first < len(new) else '-'}); publish it with `reset_classes` to "
                             f"change the class list on purpose")
 
 
@@ -224,8 +223,8 @@ def _install(install_dir: Path, archive: Path, version: str, sequence: int, chan
         try:
             unpack_bundle(archive, unpacked)
             manifest = read_manifest(unpacked)
-            if manifest["version"] != version:
-                raise ReminderError(f"the archive holds version {manifest['version']}, the repository said {version}")
+            if manifest.version != version:
+                raise ReminderError(f"the archive holds version {manifest.version}, the repository said {version}")
             _check_classes(manifest, install_dir, status.get("installed"), reset_classes)
             known = status.get("digests", {}).get(version)
             if target.exists() and known and digest and known != digest:

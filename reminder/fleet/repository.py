@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from reminder.bundle import open_bundle, pack_bundle
+from reminder.contracts.manifest import Manifest
 from reminder.errors import ReminderError
 from reminder.io import atomic_write
 
@@ -71,7 +72,7 @@ def keys_folder(repo: Path, keys: str | Path | None) -> Path:
     stray = sorted(str(p) for p in repo.rglob("*.pem")) if repo.is_dir() else []
     if inside or stray:
         raise ReminderError(f"private keys are inside the repository {repo} ({keys if inside else stray[0]}), which "
-                            f"is served as it is: move them to {default_keys(repo)} (or a folder given with --keys)")
+                            f"is served as it is: move them to {default_keys(repo)} (or a folder given with `keys`)")
     return keys
 
 
@@ -79,8 +80,8 @@ def existing_keys(repo: Path, keys: str | Path | None) -> Path:
     """:func:`keys_folder`, which must exist: publishing and re-signing need its keys."""
     folder = keys_folder(repo, keys)
     if not folder.is_dir():
-        raise ReminderError(f"the keys folder {folder} does not exist" + (" (--keys)" if keys is not None else
-                            f" (give the folder of {repo}'s keys with --keys)"))
+        raise ReminderError(f"the keys folder {folder} does not exist" + (" (`keys`)" if keys is not None else
+                            f" (give the folder of {repo}'s keys with `keys`)"))
     return folder
 
 
@@ -208,20 +209,20 @@ def publish(repo: str | Path, bundle: str | Path, *, channel: str = "stable", ke
         return _publish(repo, bundle, channel, keys, reset_classes, expires, log, allow_weak_classes)
 
 
-def check_quality(manifest: dict, *, allow_weak_classes: bool, log) -> None:
+def check_quality(manifest: Manifest, *, allow_weak_classes: bool, log) -> None:
     """Show the bundle's per-class IoU; refuse it when a class it adds is not learnt."""
     from reminder.contracts.quality import iou_table
 
-    quality = manifest.get("quality") or {}
+    quality = manifest.quality
     weak = [w for w in quality.get("weak") or [] if w.get("name") in (quality.get("new_classes") or [])]
     if quality.get("per_class_iou"):
-        log(f"per-class IoU of {manifest['version']} ({quality.get('measured_on', 'its evaluation')}):")
+        log(f"per-class IoU of {manifest.version} ({quality.get('measured_on', 'its evaluation')}):")
         for line in iou_table(quality["per_class_iou"], weak):
             log(line)
     if weak and not allow_weak_classes:
         names = ", ".join(f"{w['name']} ({w['why']})" for w in weak)
-        raise ReminderError(f"{manifest['version']} adds classes that are not learnt: {names}; train them further, "
-                            f"or publish anyway with allow_weak_classes (--allow-weak-classes)")
+        raise ReminderError(f"{manifest.version} adds classes that are not learnt: {names}; train them further, "
+                            f"or publish anyway with `allow_weak_classes`")
 
 
 def _publish(repo: Path, bundle, channel: str, keys: Path, reset_classes: bool, expires, log,
@@ -236,13 +237,14 @@ def _publish(repo: Path, bundle, channel: str, keys: Path, reset_classes: bool, 
         prefix = f"channels/{channel}/"
         sequence = 1 + max((t.unrecognized_fields.get("custom", {}).get("sequence", 0)
                             for path, t in targets.signed.targets.items() if path.startswith(prefix)), default=0)
-        target_path = f"{prefix}{safe_name(manifest['name'])}-{safe_name(manifest['version'])}.tar"
+        target_path = f"{prefix}{safe_name(manifest.name)}-{safe_name(manifest.version)}.tar"
         info = _target_info(target_path, tar)
-        _check_republish(targets, info, manifest["name"], manifest["version"], channel)
+        _check_republish(targets, info, manifest.name, manifest.version, channel)
         _store_target(repo, info, tar)
-        custom = {"name": manifest["name"], "version": manifest["version"], "step": manifest.get("step"),
-                  "classes": [c["name"] for c in manifest["classes"]], "channel": channel, "sequence": sequence,
-                  "parent": manifest.get("parent"), "reset_classes": bool(reset_classes)}
+        parent = manifest.parent
+        custom = {"name": manifest.name, "version": manifest.version, "step": manifest.step,
+                  "classes": list(manifest.class_names), "channel": channel, "sequence": sequence,
+                  "parent": None if parent is None else vars(parent).copy(), "reset_classes": bool(reset_classes)}
         info.unrecognized_fields["custom"] = custom
         latest = Path(tmp) / "latest.json"
         latest.write_text(json.dumps({"target": target_path, **custom}, indent=2))
@@ -267,7 +269,7 @@ def _publish(repo: Path, bundle, channel: str, keys: Path, reset_classes: bool, 
     _write_metadata(repo / "metadata" / f"{snapshot.signed.version}.snapshot.json", snapshot)
     _write_metadata(repo / "metadata" / "snapshot.json", snapshot)
     _write_metadata(repo / "metadata" / "timestamp.json", timestamp)
-    log(f"published {manifest['name']} {manifest['version']} to channel {channel} as {target_path} "
+    log(f"published {manifest.name} {manifest.version} to channel {channel} as {target_path} "
         f"(sequence {sequence}; targets v{targets.signed.version}, timestamp v{timestamp.signed.version})")
     return custom | {"target": target_path}
 

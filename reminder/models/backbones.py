@@ -155,8 +155,8 @@ def _build_torchvision(builder, enum, weights, **kwargs) -> nn.Module:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
         raise ReminderError(
             f"ImageNet weights {tv_weights} could not be loaded ({str(error)[:120]}); without internet, download "
-            f"{url} elsewhere and pass the file with --weights-backbone PATH, or put it at {cached} (torchvision's "
-            f"cache); --weights-backbone none trains the backbone from scratch") from None
+            f"{url} elsewhere and pass the file with `weights_backbone` PATH, or put it at {cached} (torchvision's "
+            f"cache); `weights_backbone` none trains the backbone from scratch") from None
     if local is not None:
         _load_local(net, local)
     return net

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from reminder.contracts.artifacts import ARTIFACTS, formats_of, runnable_backends
+from reminder.contracts.manifest import Manifest
 from reminder.errors import LocalError, MissingDependency, ReminderError
 
 
@@ -189,30 +190,29 @@ _OPTIONS = {"ort": ("providers", "threads", "engine_cache", "fp16", "profile", "
             "aoti": ("device", "compiled_for")}
 
 
-def input_profile(manifest: dict):
+def input_profile(manifest: Manifest):
     """The input shapes the exporter checked (``input.profile``), or, for older bundles,
     half to twice the manifest's input size, batch 1-8."""
     from reminder.runtime.engines import EngineProfile
 
-    spec = manifest.get("input") or {}
-    if spec.get("profile"):
-        return EngineProfile.from_json(spec["profile"])
-    height, width = int(spec.get("height", 512)), int(spec.get("width", 512))
-    return EngineProfile.covering([], opt=(height, width), max_batch=8, margin=0.5)
+    spec = manifest.input
+    if spec.profile:
+        return EngineProfile.from_json(spec.profile)
+    return EngineProfile.covering([], opt=spec.size, max_batch=8, margin=0.5)
 
 
-def open_artifact(bundle: Path, manifest: dict, fmt: str, *, backend: str | None = None, **options):
+def open_artifact(bundle: Path, manifest: Manifest, fmt: str, *, backend: str | None = None, **options):
     """The backend running artifact ``fmt`` of a (verified) bundle (``backend``: another
     backend that runs it, ``openvino`` for the ONNX formats)."""
-    if fmt not in manifest.get("artifacts", {}):
-        raise ReminderError(f"bundle {bundle} has no {fmt} artifact (it has: {', '.join(manifest['artifacts'])})")
-    backend, entry = backend or FORMAT_BACKEND[fmt], manifest["artifacts"][fmt]
+    if fmt not in manifest.formats:
+        raise ReminderError(f"bundle {bundle} has no {fmt} artifact (it has: {', '.join(manifest.formats)})")
+    backend, entry = backend or FORMAT_BACKEND[fmt], manifest.artifact(fmt)
     facts = {"ort": {"profile": input_profile(manifest)}, "aoti": {"compiled_for": entry.get("device", "cpu")}}
     options = {**facts.get(backend, {}), **options}
     accepted = {k: v for k, v in options.items() if k in _OPTIONS[backend] and v is not None}
-    opened = BACKENDS[backend](Path(bundle) / entry["path"], **accepted)
+    opened = BACKENDS[backend](Path(bundle) / entry.path, **accepted)
     opened.artifact = fmt
-    opened.precision = "int8" if fmt == "onnx-int8" else entry.get("precision", "fp32")
+    opened.precision = entry.precision
     if backend == "openvino" and fmt == "onnx":  # what OpenVINO computes the FP32 model in
         opened.precision = opened.execution_precision
     return opened
@@ -231,18 +231,17 @@ def _ort_on_cpu(options: dict) -> bool:
     return not any(n in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for n in names)
 
 
-def choose_format(bundle: Path, manifest: dict, backend: str, precision: str, *, on_cpu: bool) -> str:
+def choose_format(bundle: Path, manifest: Manifest, backend: str, precision: str, *, on_cpu: bool) -> str:
     """The artifact ``backend`` runs at ``precision``: ``int8`` needs the INT8 artifact
     (refused, listing what the bundle has, when it is missing), ``fp32`` and ``bf16`` the
     FP32 one (``bf16``: OpenVINO only, which computes it in bf16); ``auto`` prefers INT8 on
     a CPU when the bundle has it."""
     if precision not in PRECISIONS:
         raise ReminderError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    artifacts = manifest.get("artifacts", {})
-    have = ", ".join(f"{name} ({artifacts[name].get('precision', 'int8' if name == 'onnx-int8' else 'fp32')})"
-                     for name in artifacts) or "nothing"
+    artifacts = manifest.formats
+    have = ", ".join(f"{name} ({manifest.artifact(name).precision})" for name in artifacts) or "nothing"
     if precision == "bf16" and backend != "openvino":
-        raise ReminderError(f"--precision bf16 runs on the openvino backend only (the FP32 model computed in bf16, "
+        raise ReminderError(f"`precision` bf16 runs on the openvino backend only (the FP32 model computed in bf16, "
                             f"on CPUs with native bf16); the {backend} backend runs the artifacts as they are")
     if backend in ("ort", "openvino"):
         only_int8 = "onnx-int8" in artifacts and "onnx" not in artifacts
@@ -250,22 +249,22 @@ def choose_format(bundle: Path, manifest: dict, backend: str, precision: str, *,
             raise ReminderError(f"precision {precision}: bundle {bundle} has no FP32 artifact (it has: {have})")
         if precision == "int8" or (precision == "auto" and (on_cpu or only_int8) and "onnx-int8" in artifacts):
             if "onnx-int8" not in artifacts:
-                raise ReminderError(f"--precision int8: bundle {bundle} has no INT8 artifact (it has: {have}); "
-                                    f"export it with --format onnx-int8")
+                raise ReminderError(f"`precision` int8: bundle {bundle} has no INT8 artifact (it has: {have}); "
+                                    f"export it with `format` onnx-int8")
             return "onnx-int8"
         return "onnx"
     fmt = formats_of(backend)[0]
-    actual = artifacts.get(fmt, {}).get("precision", "fp32")
+    actual = manifest.artifact(fmt).precision if fmt in artifacts else "fp32"
     if precision == "int8" and actual != "int8":
-        raise ReminderError(f"--precision int8: the {backend} backend runs bundle {bundle}'s {fmt} artifact, "
+        raise ReminderError(f"`precision` int8: the {backend} backend runs bundle {bundle}'s {fmt} artifact, "
                             f"which is {actual if fmt in artifacts else 'missing'} (the bundle has: {have}); INT8 "
-                            f"runs on the ort and openvino backends (onnx-int8) or a --trt-int8 engine")
+                            f"runs on the ort and openvino backends (onnx-int8) or a `trt_int8` engine")
     if precision == "fp32" and actual == "int8":
-        raise ReminderError(f"--precision fp32: bundle {bundle}'s {fmt} artifact is INT8 (the bundle has: {have})")
+        raise ReminderError(f"`precision` fp32: bundle {bundle}'s {fmt} artifact is INT8 (the bundle has: {have})")
     return fmt
 
 
-def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, precision: str = "auto", log=None,
+def select_backend(bundle: Path, manifest: Manifest, backend: str = "auto", *, precision: str = "auto", log=None,
                    **options):
     """Open the backend named (``ort``, ``openvino``, ``trt``, ``torchscript``, ``aoti``)
     at ``precision`` or, for ``auto``, the best one that works here: a TensorRT engine
@@ -287,7 +286,7 @@ def select_backend(bundle: Path, manifest: dict, backend: str = "auto", *, preci
     if backend != "auto":
         fmt = choose_format(bundle, manifest, backend, precision, on_cpu=on_cpu or backend == "openvino")
         return open_artifact(bundle, manifest, fmt, backend=backend, log=log, **options)
-    artifacts = manifest.get("artifacts", {})
+    artifacts = manifest.formats
     candidates = [b for b in runnable_backends(artifacts) if b != "openvino" or (on_cpu and _openvino_here())]
     if not candidates:
         raise ReminderError(f"bundle {bundle} has no runnable artifact (it has: {', '.join(artifacts) or 'none'})")
@@ -315,20 +314,20 @@ def _openvino_here() -> bool:
     return openvino_available()
 
 
-def _check_openvino(bundle: Path, manifest: dict, opened, options: dict) -> None:
+def _check_openvino(bundle: Path, manifest: Manifest, opened, options: dict) -> None:
     """Parity of OpenVINO with ONNX Runtime on the bundle's sample frame (the same
     artifact): at least 99.5% of the pixels with the same label (99% for INT8, whose
     rounding differs between the two runtimes; near-ties of a small model's logits flip
     between any two runtimes)."""
     sample = Path(bundle) / "sample.png"
-    if "sample.png" not in manifest.get("files", {}) or not sample.is_file():
+    if not manifest.has_file("sample.png") or not sample.is_file():
         raise ReminderError("the bundle has no sample.png to check OpenVINO against ONNX Runtime")
     import cv2
 
     image = cv2.imread(str(sample))
     if image is None:
         raise ReminderError(f"cannot read {sample}")
-    batch = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
+    [batch] = manifest.input.to_inputs([image[:, :, ::-1]], resize="none")
     reference = open_artifact(bundle, manifest, opened.artifact, backend="ort",
                               **{k: v for k, v in options.items() if k == "threads"})
     expected = output_labels(reference(batch))

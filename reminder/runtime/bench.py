@@ -42,7 +42,7 @@ def bench_case(predictor: Predictor, batch: int, height: int, width: int, *, war
     """One backend, batch size and input size: latency percentiles and images per second."""
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(batch)]
-    inputs = np.stack([f[:, :, ::-1].transpose(2, 0, 1) for f in frames]).astype(np.float32)
+    [(_, inputs, _)] = predictor.manifest.input.to_batch(frames, size=(height, width), resize="none", color="bgr")
     model = _timed(lambda: predictor.backend(inputs), warmup, iterations)
     predict = _timed(lambda: predictor.predict(frames), max(1, warmup // 2), iterations)
     return {"backend": predictor.backend.name, "precision": predictor.precision,
@@ -53,10 +53,10 @@ def bench_case(predictor: Predictor, batch: int, height: int, width: int, *, war
             "predict_fps": round(batch * iterations / sum(predict), 2)}
 
 
-def _all_backends(manifest: dict) -> list[str]:
+def _all_backends(manifest) -> list[str]:
     """Every backend that runs one of the bundle's artifacts (OpenVINO for its ONNX)."""
     names = []
-    for fmt in manifest["artifacts"]:
+    for fmt in manifest.formats:
         for name in [FORMAT_BACKEND.get(fmt)] + (["openvino"] if fmt in ONNX_FORMATS else []):
             if name and name not in names:
                 names.append(name)

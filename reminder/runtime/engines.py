@@ -217,7 +217,7 @@ class CudaBuffers:
             torch = importlib.import_module("torch")
         except ImportError:
             raise ReminderError("the TensorRT backend needs torch for its GPU buffers (pip install torch, or "
-                                "NVIDIA's PyTorch wheel on Jetson); or run the ONNX artifact with --backend ort, "
+                                "NVIDIA's PyTorch wheel on Jetson); or run the ONNX artifact with `backend` ort, "
                                 "whose TensorRT execution provider needs no torch") from None
         if not torch.cuda.is_available():
             raise ReminderError("the TensorRT backend needs a CUDA GPU, and torch sees none")

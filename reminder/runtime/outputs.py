@@ -39,9 +39,9 @@ class Outputs:
     def check(out: Path | None, save: Sequence[str]) -> None:
         unknown = set(save) - set(SAVE_KINDS)
         if unknown:
-            raise ReminderError(f"unknown --save {', '.join(sorted(unknown))}; choose from {', '.join(SAVE_KINDS)}")
+            raise ReminderError(f"unknown `save` {', '.join(sorted(unknown))}; choose from {', '.join(SAVE_KINDS)}")
         if save and out is None:
-            raise ReminderError("--save needs --out (the folder to write to)")
+            raise ReminderError("`save` needs `out` (the folder to write to)")
 
     def folder(self, source: int, kind: str) -> Path:
         folder = self.out / self.sources[source].label / kind

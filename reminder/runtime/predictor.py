@@ -22,13 +22,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from reminder.contracts import ClassTable
+from reminder.contracts.manifest import RESIZE_MODES, Placement
 from reminder.errors import ReminderError
 from reminder.bundle import open_bundle
 from reminder.runtime.backends import select_backend
 from reminder.runtime.overlay import render, write_label_png
 
-RESIZE_MODES = ("letterbox", "fit", "stretch", "none")
 MIN_SIZE, MAX_SIZE = 16, 8192  # network input per side: below, the model has nothing left; above, no memory
 
 
@@ -44,19 +43,6 @@ class Prediction:
     def shares(self) -> np.ndarray:
         """(K,) fraction of the frame's pixels in each class."""
         return self.counts / max(int(self.counts.sum()), 1)
-
-
-@dataclass(frozen=True)
-class _Placement:
-    """Where a frame sits in the network input: ``(top, left, height, width)`` of its
-    resized content, and the frame's own size."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-    frame_height: int
-    frame_width: int
 
 
 def check_frame(frame, what: str = "frame") -> np.ndarray:
@@ -99,9 +85,9 @@ class Predictor:
         self.backend = select_backend(self.path, self.manifest, backend, precision=precision, log=log,
                                       **backend_options)
         self.precision = getattr(self.backend, "precision", "fp32")
-        spec = self.manifest["input"]
+        spec = self.manifest.input
         if size is None:
-            size = (spec["height"], spec["width"])
+            size = spec.size
         elif isinstance(size, int):
             size = (size, size)
         self.size = (int(size[0]), int(size[1]))
@@ -111,16 +97,13 @@ class Predictor:
         self.resize, self.color, self.with_confidence = resize, color, confidence
         self.max_batch = check_profile(getattr(self.backend, "profile", None), self.size, resize,
                                        getattr(self.backend, "path", self.path))
-        self.output_kind = self.manifest["outputs"]["kind"]
-        self.classes = self.manifest["classes"]
-        table = ClassTable.from_manifest(self.classes, where=f"bundle {self.path}")
-        self.names = list(table.names)
-        self.version = self.manifest["version"]
-        rgb = np.array(table.colors, dtype=np.uint8).reshape(-1, 3)
+        self.output_kind = self.manifest.outputs.kind
+        self.classes = self.manifest.classes
+        self.names = list(self.classes.names)
+        self.version = self.manifest.version
+        rgb = np.array(self.classes.colors, dtype=np.uint8).reshape(-1, 3)
         self.colors = rgb  # RGB, for label PNGs
         self.palette = rgb if color == "rgb" else np.ascontiguousarray(rgb[:, ::-1])
-        # letterbox padding in the dataset's mean colour: zero after the in-graph normalisation
-        self._pad = [round(255 * m) for m in spec.get("mean", (0.485, 0.456, 0.406))]
 
     def close(self) -> None:
         """Release the backend's native resources now (a backend without any keeps them to
@@ -140,51 +123,12 @@ class Predictor:
         return len(self.classes)
 
     # -- pre-processing ------------------------------------------------------------
-    def _place(self, height: int, width: int) -> tuple[tuple[int, int], _Placement]:
-        net_h, net_w = self.size
-        if self.resize == "none":
-            return (height, width), _Placement(0, 0, height, width, height, width)
-        if self.resize == "stretch":
-            return (net_h, net_w), _Placement(0, 0, net_h, net_w, height, width)
-        scale = min(net_h / height, net_w / width)
-        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-        if self.resize == "fit":
-            return (new_h, new_w), _Placement(0, 0, new_h, new_w, height, width)
-        top, left = (net_h - new_h) // 2, (net_w - new_w) // 2
-        return (net_h, net_w), _Placement(top, left, new_h, new_w, height, width)
-
-    def _to_input(self, frame: np.ndarray, shape: tuple[int, int], place: _Placement, out: np.ndarray) -> None:
-        """Write one frame, resized and padded, into ``out`` ``(3, h, w)`` float32 RGB."""
-        import cv2
-
-        image = frame
-        if (place.height, place.width) != frame.shape[:2]:
-            area = place.height * place.width < frame.shape[0] * frame.shape[1]
-            image = cv2.resize(frame, (place.width, place.height),
-                               interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
-        channels = (2, 1, 0) if self.color == "bgr" else (0, 1, 2)
-        if (place.height, place.width) != shape:
-            for c in range(3):
-                out[c].fill(self._pad[c])
-        region = out[:, place.top:place.top + place.height, place.left:place.left + place.width]
-        for c, source in enumerate(channels):
-            region[c] = image[:, :, source]
-
-    def preprocess(self, frames: Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray, list[_Placement]]]:
+    def preprocess(self, frames: Sequence[np.ndarray]) -> list[tuple[list[int], np.ndarray, list[Placement]]]:
         """Frames -> ``[(frame indices, (B, 3, h, w) float32 batch, placements)]``, one
-        batch per distinct input shape."""
-        groups: dict[tuple[int, int], list[tuple[int, _Placement]]] = {}
+        batch per distinct input shape (the manifest's :meth:`InputSpec.to_batch`)."""
         for i, frame in enumerate(frames):
             check_frame(frame, f"frame {i}")
-            shape, place = self._place(*frame.shape[:2])
-            groups.setdefault(shape, []).append((i, place))
-        batches = []
-        for shape, members in groups.items():
-            batch = np.empty((len(members), 3, *shape), dtype=np.float32)
-            for row, (i, place) in enumerate(members):
-                self._to_input(frames[i], shape, place, batch[row])
-            batches.append(([i for i, _ in members], batch, [p for _, p in members]))
-        return batches
+        return self.manifest.input.to_batch(frames, size=self.size, resize=self.resize, color=self.color)
 
     # -- inference and post-processing -----------------------------------------
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -207,7 +151,7 @@ class Predictor:
         labels = labels.astype(np.uint8 if self.num_classes <= 256 else np.uint16, copy=False)
         return labels, confidence if self.with_confidence else None
 
-    def postprocess(self, labels: np.ndarray, confidence: np.ndarray | None, place: _Placement) -> Prediction:
+    def postprocess(self, labels: np.ndarray, confidence: np.ndarray | None, place: Placement) -> Prediction:
         import cv2
 
         labels = labels[place.top:place.top + place.height, place.left:place.left + place.width]
@@ -271,7 +215,7 @@ def check_profile(profile, size: tuple[int, int], resize: str, engine: Path) -> 
     if not profile.holds(*size):
         raise ReminderError(f"input size {size[0]}x{size[1]} is outside engine {Path(engine).name}'s profile "
                             f"({profile.describe()}); choose a size inside it, or export the engine again with "
-                            f"--trt-sizes {size[0]}x{size[1]}")
+                            f"`trt_sizes` {size[0]}x{size[1]}")
     return profile.max_shape[0]
 
 

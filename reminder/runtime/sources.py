@@ -195,7 +195,7 @@ def open_source(spec: str, *, live: bool | None = None, label: str | None = None
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a failed open is reported once, by us
     spec = str(spec).strip()
     if not spec:
-        raise ReminderError("empty --source")
+        raise ReminderError("empty `source`")
     v4l2 = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
     if spec.isdigit():
         source = CaptureSource(int(spec), v4l2, live=True if live is None else live, label=label or f"camera{spec}",

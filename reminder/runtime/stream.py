@@ -136,11 +136,11 @@ class Stream:
                  retries: int = 5, backoff: float = 0.5, on_result=None, on_status=None,
                  log: Callable[[str], None] = print, **predictor_options):
         if not sources:
-            raise ReminderError("no --source given")
+            raise ReminderError("no `sources` given")
         if batch is not None and batch < 1:
             raise ReminderError(f"batch must be at least 1, got {batch}")
         if max_frames is not None and max_frames < 1:
-            raise ReminderError(f"--max-frames must be at least 1, got {max_frames}")
+            raise ReminderError(f"`max_frames` must be at least 1, got {max_frames}")
         Outputs.check(out, save)
         self.bundle, self.log = Path(bundle), log
         # OpenVINO: LATENCY for one camera, THROUGHPUT (parallel streams) for batched sources

@@ -190,9 +190,9 @@ def _check_values(values: dict) -> None:
         raise ReminderError(f"validation must be a share of the training images in [0, 1), got "
                             f"{values['validation']!r}")
     if values.get("head", "deeplabv3") not in ("deeplabv3", "deeplabv3plus"):
-        raise ReminderError(f"--head must be deeplabv3 or deeplabv3plus, got {values['head']!r}")
+        raise ReminderError(f"`head` must be deeplabv3 or deeplabv3plus, got {values['head']!r}")
     if values.get("output_stride", 16) not in (8, 16):
-        raise ReminderError(f"--output-stride must be 8 or 16, got {values['output_stride']!r}")
+        raise ReminderError(f"`output_stride` must be 8 or 16, got {values['output_stride']!r}")
     scale = values.get("crop_scale", (0.5, 2.0))
     if not (isinstance(scale, tuple) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)
             and 0 < scale[0] <= scale[1] <= 4):
@@ -200,7 +200,7 @@ def _check_values(values: dict) -> None:
     if values.get("crop_mode", "resized") not in ("resized", "native"):
         raise ReminderError(f"crop_mode must be resized or native, got {values['crop_mode']!r}")
     if values.get("class_weights", "none") not in ("none", "sqrt", "inverse"):
-        raise ReminderError(f"--class-weights must be none, sqrt or inverse, got {values['class_weights']!r}")
+        raise ReminderError(f"`class_weights` must be none, sqrt or inverse, got {values['class_weights']!r}")
     if values.get("pseudo_thresholds", "reference") not in ("reference", "median"):
         raise ReminderError(f"pseudo_thresholds must be 'reference' or 'median', got {values['pseudo_thresholds']!r}")
     for name in _POSITIVE:
@@ -223,7 +223,7 @@ def check_resume(saved: TrainConfig, current: TrainConfig) -> None:
         if old != new:
             raise ReminderError(
                 f"run folder {current.out} was trained with {f.name}={old!r}, not {new!r}; "
-                f"use another --out or the same options")
+                f"use another `out` or the same options")
 
 
 def load_config(run: str | Path) -> TrainConfig:

@@ -138,7 +138,7 @@ def increment_config(run: str | Path, data: str | Path, *, method: str | None = 
             raise ReminderError(f"step {step} of {run} ({path}) is complete with "
                                 + ", ".join(f"{k}={trained[k]!r}" for k in differ) + "; it is not trained again "
                                 "with " + ", ".join(f"{k}={asked[k]!r}" for k in differ)
-                                + (": add --redo to train it again with them (the old step stays until the new one "
+                                + (": add `redo` to train it again with them (the old step stays until the new one "
                                    "completes)" if step == done[-1] else ": to train it with other options, start a "
                                    "new run folder"))
         log(f"step {step} of {run} ({path}) already exists; nothing to do")

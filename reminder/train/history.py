@@ -33,14 +33,14 @@ class History:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ReminderError("--tensorboard needs the tensorboard package: "
+                raise ReminderError("`tensorboard` needs the tensorboard package: "
                                     "pip install 'reminder[tensorboard]'") from None
             self._board = SummaryWriter(str(step_dir.parent / "tensorboard" / f"step{step}"))
         if wandb:
             try:
                 import wandb as wandb_module
             except ImportError:
-                raise ReminderError("--wandb needs the wandb package: pip install 'reminder[wandb]'") from None
+                raise ReminderError("`wandb` needs the wandb package: pip install 'reminder[wandb]'") from None
             self._wandb = wandb_module.init(project="reminder", name=f"{run_name}-step{step}", dir=str(step_dir),
                                             reinit=True)
 

@@ -49,7 +49,7 @@ def redo_last_step(run: str | Path, data: str | Path, *, method: str | None = No
     if saved.dataset != "custom" or not done or done[-1] == 0 or path not in saved.data \
             or saved.data.index(path) != done[-1]:
         last = saved.data[done[-1]] if saved.dataset == "custom" and done else "none"
-        raise ReminderError(f"--redo trains the last complete increment of {run} again, and {data} is not it (the "
+        raise ReminderError(f"`redo` trains the last complete increment of {run} again, and {data} is not it (the "
                             f"last is {last}); step 0 is trained again in a new run folder")
     step = done[-1]
     with folder_lock(run, what="run", log=log):

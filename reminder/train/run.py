@@ -83,7 +83,7 @@ class ScenarioRunner:
             per_rank = config.batch_size // self.dist.world_size
             if per_rank < 2 and not config.freeze_bn:
                 raise ReminderError(f"batch size {config.batch_size} over {self.dist.world_size} process(es) "
-                                    f"leaves {per_rank} image per batch; batch norm needs 2 (or use --freeze-bn)")
+                                    f"leaves {per_rank} image per batch; batch norm needs 2 (or use `freeze_bn`)")
         if self.base.dataset == "custom":
             for step in range(self.scenario.num_steps):
                 missing = self.data.missing_val_classes(step)
@@ -307,7 +307,7 @@ def check_completed_steps(saved: TrainConfig, current: TrainConfig, done: list[i
                                     f"{(saved.data[step:step + 1] or ['?'])[0]}, not {current.data[step]}")
             if step and saved.for_step(step) != current.for_step(step):
                 raise ReminderError(f"step {step} of {current.out} is complete with other options; use another "
-                                    f"--out, or the options it was trained with")
+                                    f"`out`, or the options it was trained with")
 
 
 def _summary(metrics: dict) -> str:
@@ -338,7 +338,7 @@ def evaluate_run(run: str | Path, *, step: int | None = None, data=None, progres
     run = Path(run)
     config = load_config(run)
     if data and config.dataset != "custom":
-        raise ReminderError(f"{run} is a benchmark run ({config.dataset}); --data scores runs on your own data")
+        raise ReminderError(f"{run} is a benchmark run ({config.dataset}); `data` scores runs on your own data")
     runner = ScenarioRunner(config, progress=progress, log=log)
     steps = range(runner.scenario.num_steps) if step is None else [step]
     out = []

@@ -61,7 +61,7 @@ def busy_warning() -> str | None:
     if load <= cpus or threads == 1:
         return None
     return (f"WARNING: this machine is busy (load {load:.1f} on {cpus} CPUs): with {threads} torch threads each "
-            f"iteration may take several times longer; --threads 1 can be faster (docs/own-data.md, 'Threads')")
+            f"iteration may take several times longer; `threads` 1 can be faster (docs/own-data.md, 'Threads')")
 
 
 # Seconds per megapixel of a training batch (batch x crop x crop) at step 0, measured with
@@ -98,5 +98,5 @@ def slow_warning(seconds: float, config, *, teacher: bool) -> str | None:
         return None
     return (f"WARNING: training iterations take {seconds:.2f} s, {seconds / expected:.0f}x what {config.backbone} "
             f"({config.head}, batch {config.batch_size}, crop {config.crop_size}) takes on a quiet 2-core machine "
-            f"with {threads} threads ({expected:.2f} s): another job may share these cores; --threads 1 (or fewer "
-            f"--workers) often runs several times faster on a busy machine")
+            f"with {threads} threads ({expected:.2f} s): another job may share these cores; `threads` 1 (or fewer "
+            f"`workers`) often runs several times faster on a busy machine")

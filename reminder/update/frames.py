@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from reminder.contracts import ClassTable, check_class_name, decode_colors
+from reminder.contracts import check_class_name, decode_colors
 from reminder.errors import ReminderError
 from reminder.runtime.sources import IMAGE_EXTENSIONS
 
@@ -33,8 +33,8 @@ def parse_class(text: str) -> NewClass:
     name, _, color = text.partition(":")
     name = name.strip()
     if not name:
-        raise ReminderError(f"--class {text!r} has no name")
-    check_class_name(name, "--class")
+        raise ReminderError(f"`class` {text!r} has no name")
+    check_class_name(name, "`class`")
     if not color:
         return NewClass(name)
     try:
@@ -42,7 +42,7 @@ def parse_class(text: str) -> NewClass:
     except ValueError:
         rgb = ()
     if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-        raise ReminderError(f"--class {text!r}: the colour must be R,G,B with values 0..255")
+        raise ReminderError(f"`class` {text!r}: the colour must be R,G,B with values 0..255")
     return NewClass(name, rgb)
 
 
@@ -53,10 +53,10 @@ class Frame:
     labels: np.ndarray  # (H, W) uint8, new numbering, 255 ignored
 
 
-def class_colors(manifest: dict, new: Sequence[NewClass]) -> list[tuple[str, tuple[int, int, int]]]:
+def class_colors(manifest, new: Sequence[NewClass]) -> list[tuple[str, tuple[int, int, int]]]:
     """(name, colour) for every class of the updated model: the bundle's class table
     extended with the new classes (colours completed by the table's rule; clashes refused)."""
-    table = ClassTable.from_manifest(manifest["classes"], where="the bundle's manifest")
+    table = manifest.classes
     table = table.extend([(c.name, c.color) for c in new], where="the new classes")
     return list(zip(table.names, table.colors))
 
@@ -93,7 +93,7 @@ def read_frames(images: Path, masks: Path, colors: list[tuple[int, int, int]], n
     from reminder.data.samples import read_image
 
     images, masks = Path(images), Path(masks)
-    for folder, what in ((images, "--images"), (masks, "--masks")):
+    for folder, what in ((images, "`images`"), (masks, "`masks`")):
         if not folder.is_dir():
             raise ReminderError(f"{what} {folder} is not a folder")
     image_files = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}

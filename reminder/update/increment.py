@@ -61,7 +61,7 @@ class UpdateOptions:
     formats: tuple[str, ...] | None = None  # default: the parent's
     version: str | None = None
     workers: int = 0
-    force: bool = False                  # replace an --out that holds something other than this bundle
+    force: bool = False                  # replace an `out` that holds something other than this bundle
     int8_min_agreement: float = 0.99     # an INT8 child's gate; below it the child goes out in FP32
 
 
@@ -74,7 +74,7 @@ class UpdateResult:
 def _check_request(classes: Sequence[NewClass | str], options: UpdateOptions) -> list[NewClass]:
     classes = [c if isinstance(c, NewClass) else parse_class(c) for c in classes]
     if not classes:
-        raise ReminderError("no new class given (--class NAME[:R,G,B])")
+        raise ReminderError("no new class given (`class` NAME[:R,G,B])")
     for c in classes:
         check_class_name(c.name, "new class")
     if len({c.name for c in classes}) != len(classes):
@@ -84,13 +84,13 @@ def _check_request(classes: Sequence[NewClass | str], options: UpdateOptions) ->
     if not 0 < options.int8_min_agreement <= 1:
         raise ReminderError(f"the INT8 gate's agreement must be in (0, 1], not {options.int8_min_agreement}")
     if not 0 <= options.holdout <= 0.9:
-        raise ReminderError(f"--holdout must be within 0..0.9 (a share of the frames), got {options.holdout}")
+        raise ReminderError(f"`holdout` must be within 0..0.9 (a share of the frames), got {options.holdout}")
     if options.lr is not None and not options.lr > 0:
-        raise ReminderError(f"--lr must be positive, got {options.lr}")
+        raise ReminderError(f"`lr` must be positive, got {options.lr}")
     if options.time_budget is not None and not options.time_budget > 0:
-        raise ReminderError(f"--time-budget must be a positive number of seconds, got {options.time_budget}")
+        raise ReminderError(f"`time_budget` must be a positive number of seconds, got {options.time_budget}")
     if options.crop_size is not None and options.crop_size < 16:
-        raise ReminderError(f"--crop-size must be at least 16 pixels, got {options.crop_size}")
+        raise ReminderError(f"`crop_size` must be at least 16 pixels, got {options.crop_size}")
     return classes
 
 
@@ -102,10 +102,10 @@ def _open_parent(bundle: str | Path, out: Path, options: UpdateOptions,
     folder, manifest = open_bundle(source, workdir)
     protect = [folder, source]
     if out.resolve() in (folder.resolve(), source.resolve()):
-        raise ReminderError("--out must differ from the parent bundle, which an update never modifies")
-    check_output_folder(out, manifest["name"], protect=protect, force=options.force)
+        raise ReminderError("`out` must differ from the parent bundle, which an update never modifies")
+    check_output_folder(out, manifest.name, protect=protect, force=options.force)
     if options.version is not None:
-        check_name(options.version, "--version")
+        check_name(options.version, "`version`")
     return folder, manifest, protect
 
 
@@ -173,26 +173,26 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
     amp = options.amp if options.amp != "auto" else _auto_amp(device, options)
     _seed(options.seed)
 
-    num_old = len(parent["classes"])                                            # 2. frames
+    num_old = len(parent.classes)                                               # 2. frames
     table = class_colors(parent, classes)
     names = [name for name, _ in table]
     new_ids = list(range(num_old, len(table)))
     frames = read_frames(images, masks, [color for _, color in table], new_ids, log)
     train_frames, holdout = split_holdout(frames, options.holdout, options.seed)
     if not train_frames:
-        raise ReminderError(f"--holdout {options.holdout} keeps all {len(frames)} frames out of training")
-    crop = options.crop_size or min(512, int(parent["input"]["height"]))
+        raise ReminderError(f"`holdout` {options.holdout} keeps all {len(frames)} frames out of training")
+    crop = options.crop_size or min(512, parent.input.height)
     lr = options.lr if options.lr is not None else (0.01 if options.freeze_backbone else 0.001)
-    log(f"update {parent['name']} {parent['version']}: +{', '.join(c.name for c in classes)} from "
+    log(f"update {parent.name} {parent.version}: +{', '.join(c.name for c in classes)} from "
         f"{len(train_frames)} frames ({len(holdout)} held out), crop {crop}, {options.iterations} iterations "
         f"on {device}{' with a frozen backbone' if options.freeze_backbone else ''}")
 
     bank = load_prototype_bank(folder, parent, num_old, required=options.csw_kd)  # 3. the learner
     config = _training_config(options, images=Path(images), out=out, crop=crop, lr=lr, amp=amp, device=device,
-                              recipe=(parent.get("model") or {}).get("recipe") or {})
+                              recipe=parent.model.get("recipe") or {})
     learner = make_learner(load_bundle_model(folder, parent, device), len(classes), csw_kd=options.csw_kd,
                            old_prototypes=bank["prototypes"] if options.csw_kd else None,
-                           freeze_backbone=options.freeze_backbone, step=int(parent.get("step", 0)) + 1,
+                           freeze_backbone=options.freeze_backbone, step=(parent.step or 0) + 1,
                            config=config, device=device)
     try:                                                                         # 4. training, 5. prototypes
         if options.freeze_backbone and options.feature_cache:

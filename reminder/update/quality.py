@@ -115,7 +115,7 @@ def format_report(report: dict) -> str:
                 f"{100 * entry['kept']:.1f}% of the {entry['parent_pixels']} pixels the parent labels {name} keep "
                 f"that label")
         lines.append(f"WARNING: old class {name!r} is forgotten ({what}; more than {100 * report['max_old_loss']:.0f}% "
-                     f"lost): fewer --iterations, a lower --lr, or --freeze-backbone keep it")
+                     f"lost): fewer `iterations`, a lower `lr`, or `freeze_backbone` keep it")
     memory = report["peak_memory"]
     lines.append(f"{report['iterations']} iterations ({report['stopped_by']}) in {report['train_seconds']} s; "
                  f"peak memory " + ", ".join(f"{k} {v}" for k, v in memory.items()))

@@ -12,40 +12,35 @@ from typing import Callable, Sequence
 
 from reminder.bundle import manifest_sha256
 from reminder.contracts import ClassTable
+from reminder.contracts.manifest import Manifest, Parent
 from reminder.contracts.quality import weak_classes
 from reminder.update.frames import Frame, NewClass
 
 
-def child_manifest(parent: dict, folder: Path, table: Sequence[tuple[str, tuple[int, int, int]]],
-                   classes: Sequence[NewClass], report: dict, version: str | None) -> dict:
-    """The new bundle's manifest: the parent's, with the classes added, the lineage pointing
-    at the parent, and the update's report; artifacts are filled in by the export."""
+def child_manifest(parent: Manifest, folder: Path, table: Sequence[tuple[str, tuple[int, int, int]]],
+                   classes: Sequence[NewClass], report: dict, version: str | None) -> Manifest:
+    """The new bundle's manifest: the parent's input and outputs, the classes added, the
+    lineage pointing at the parent, and the update's report; artifacts are filled in by the
+    export."""
     added = [re.sub(r"[^A-Za-z0-9._-]", "_", c.name) for c in classes]  # names may hold spaces
-    manifest = {key: copy.deepcopy(value) for key, value in parent.items()
-                if key not in ("artifacts", "skipped", "files", "parity")}
-    manifest.update({
-        "version": version or f"{parent['version']}+{'+'.join(added)}"[:128],
-        "step": int(parent.get("step", 0)) + 1,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "parent": {"version": parent["version"], "manifest_sha256": manifest_sha256(folder)},
-        "classes": ClassTable(tuple(n for n, _ in table), tuple(c for _, c in table),
-                              where="the updated bundle").to_manifest(),
-        "artifacts": {}, "skipped": {}, "files": {}, "parity": {},
-        "metrics": {"new_iou": report["new_iou"], "old_agreement": report["old_agreement"]},
-        "quality": {"per_class_iou": report["new_iou"], "new_classes": [c.name for c in classes],
-                    "weak": weak_classes(report["new_iou"], background=""),
-                    "measured_on": "the update's held-out frames (new classes only)",
-                    "old_classes": report.get("old_classes", {}), "forgotten": report.get("forgotten", [])},
-        "update": report,
-    })
-    model = dict(manifest.get("model") or {})
+    model = parent.model
     model["classes_per_step"] = list(model.get("classes_per_step", [])) + [len(classes)]
     model["method"] = f"{report['method']}, on device"
-    manifest["model"] = model
-    return manifest
+    return parent.derive(
+        version=version or f"{parent.version}+{'+'.join(added)}"[:128],
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        parent=Parent(parent.version, manifest_sha256(folder)),
+        classes=ClassTable(tuple(n for n, _ in table), tuple(c for _, c in table), where="the updated bundle"),
+        model=model, tools=parent.tools,
+        metrics={"new_iou": report["new_iou"], "old_agreement": report["old_agreement"]},
+        quality={"per_class_iou": report["new_iou"], "new_classes": [c.name for c in classes],
+                 "weak": weak_classes(report["new_iou"], background=""),
+                 "measured_on": "the update's held-out frames (new classes only)",
+                 "old_classes": report.get("old_classes", {}), "forgotten": report.get("forgotten", [])},
+        update=report)
 
 
-def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path, frames: Sequence[Frame],
+def export_child(student, bank: dict, manifest: Manifest, parent: Manifest, *, out: Path, frames: Sequence[Frame],
                  formats: Sequence[str] | None, protect: Sequence[Path] = (), force: bool = False,
                  train_frames: Sequence[Frame] = (), holdout: Sequence[Frame] = (),
                  int8_min_agreement: float = 0.99,
@@ -65,7 +60,7 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
     student = student.cpu().eval()
     from reminder.export.quantize import DEFAULT_CALIBRATION_IMAGES, Int8Options
 
-    names = formats or [f for f in parent["artifacts"]] + list(parent.get("skipped", {}))
+    names = formats or parent.formats + list(parent.skipped)
     int8 = None
     if "onnx-int8" in names:
         calibration = [f.image for f in (train_frames or frames)][:DEFAULT_CALIBRATION_IMAGES]
@@ -80,7 +75,7 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
         tmp = Path(tmp)
         save_tensors(tmp / "checkpoint.safetensors", student.state_dict())
         save_prototypes(tmp / "prototypes.safetensors", bank)
-        module = ExportModule(student, output=parent["outputs"]["kind"])
+        module = ExportModule(student, output=parent.outputs.kind)
         files = {"checkpoint.safetensors": tmp / "checkpoint.safetensors",
                  "prototypes.safetensors": tmp / "prototypes.safetensors"}
         attempt = copy.deepcopy(manifest)
@@ -90,8 +85,7 @@ def export_child(student, bank: dict, manifest: dict, parent: dict, *, out: Path
                                 int8=int8, protect=protect, force=force, log=log)
         except Int8GateError as refused:  # the training is kept: the child goes out in FP32
             names = [n for n in names if n != "onnx-int8"] or ["onnx"]
-            manifest["skipped"]["onnx-int8"] = f"below its quality gate: {describe_gate(refused.result)}"
-            manifest["int8_refused"] = refused.result
+            manifest.refuse_int8(f"below its quality gate: {describe_gate(refused.result)}", refused.result)
             log(f"the INT8 child is below its quality gate ({describe_gate(refused.result)}): writing the FP32 "
                 f"child ({', '.join(names)}); its manifest records the refusal")
             return write_bundle(module, manifest, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),

@@ -49,7 +49,13 @@ def test_cuda_package_is_refused_without_cuda(package):
         pytest.skip("this machine has CUDA")
     with pytest.raises(ReminderError, match="compiled for cuda, and this machine has no CUDA"):
         AotiBackend(path, compiled_for="cuda")
-    manifest = {"artifacts": {"aoti": {"path": path.name, "device": "cuda:0"}}}
+    from reminder.contracts import ClassTable
+    from reminder.contracts.manifest import InputSpec, Manifest, OutputSpec
+
+    manifest = Manifest.new(name="m", version="v", step=0, created="", input=InputSpec(64, 64),
+                            classes=ClassTable(("background", "a"), ((0, 0, 0), (9, 9, 9))),
+                            outputs=OutputSpec("labels", ("labels",)), model={}, metrics={}, quality={}, tools={})
+    manifest.add_artifact("aoti", {"path": path.name, "sha256": "0" * 64, "bytes": 1, "device": "cuda:0"})
     with pytest.raises(ReminderError, match="compiled for cuda:0"):
         open_artifact(path.parent, manifest, "aoti")
     with pytest.raises(ReminderError, match="cannot run on cuda"):

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import SILENT, quick_config
+from reminder.contracts.manifest import Manifest
 from reminder.cli import main
 from reminder.errors import ReminderError
 from reminder.bundle import manifest_sha256, open_bundle, pack_bundle, read_manifest, unpack_bundle, verify_bundle
@@ -32,7 +33,7 @@ def test_every_step_exports_to_onnx_torchscript_aoti(reminder_run, tmp_path, ste
     """(AOTInductor compiles for 25-40 s: tests/export/test_aoti.py compiles this model, and
     the DeepLabV3+ test below the decoder's, each once.)"""
     bundle = export_bundle(reminder_run, out=tmp_path / "bundle", formats=",".join(formats), step=step, **QUIET)
-    manifest = verify_bundle(bundle)
+    manifest = verify_bundle(bundle).to_json()
     assert set(manifest["artifacts"]) == set(formats)
     assert len(manifest["classes"]) == classes and manifest["step"] == step
     for fmt, result in manifest["parity"].items():
@@ -42,7 +43,7 @@ def test_every_step_exports_to_onnx_torchscript_aoti(reminder_run, tmp_path, ste
     with torch.no_grad():
         expected_labels = eager(torch.from_numpy(frames))[0].numpy()
     for fmt in formats:
-        out = open_artifact(bundle, manifest, fmt)(frames)
+        out = open_artifact(bundle, Manifest(manifest), fmt)(frames)
         assert out["labels"].shape == (3, 48, 80) and out["labels"].dtype == np.uint8
         assert (out["labels"] == expected_labels).mean() >= 0.999, fmt
         assert out["labels"].max() < classes and out["confidence"].max() <= 1.0 + 1e-6
@@ -50,7 +51,7 @@ def test_every_step_exports_to_onnx_torchscript_aoti(reminder_run, tmp_path, ste
 
 
 def test_a_deeplabv3plus_model_exports_to_every_format_with_parity(v3plus_bundle):
-    manifest = verify_bundle(v3plus_bundle)
+    manifest = verify_bundle(v3plus_bundle).to_json()
     assert set(manifest["artifacts"]) == {"onnx", "onnx-int8", "torchscript", "aoti"}
     assert (manifest["model"]["head"], manifest["model"]["output_stride"]) == ("deeplabv3plus", 8)
     for fmt in ("onnx", "torchscript", "aoti"):
@@ -61,14 +62,15 @@ def test_a_deeplabv3plus_model_exports_to_every_format_with_parity(v3plus_bundle
     with torch.no_grad():
         expected = eager(torch.from_numpy(frames))[0].numpy()
     for fmt in ("onnx", "torchscript", "aoti"):
-        assert (open_artifact(v3plus_bundle, manifest, fmt)(frames)["labels"] == expected).mean() >= 0.999, fmt
+        labels = open_artifact(v3plus_bundle, Manifest(manifest), fmt)(frames)["labels"]
+        assert (labels == expected).mean() >= 0.999, fmt
 
 
 def test_logits_output_and_metadata(reminder_run, tmp_path):
     bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,torchscript", output="logits", **QUIET)
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle).to_json()
     assert manifest["outputs"]["kind"] == "logits" and manifest["input"]["normalization"] == "in-graph"
-    out = open_artifact(bundle, manifest, "onnx")(_frames(batch=2, height=40, width=56))
+    out = open_artifact(bundle, Manifest(manifest), "onnx")(_frames(batch=2, height=40, width=56))
     assert out["logits"].shape == (2, 21, 40, 56)
     props = {p.key: p.value for p in onnx.load(str(bundle / "model.onnx")).metadata_props}
     assert json.loads(props["classes"])[-1]["name"] == "tvmonitor" and props["step"] == "1"
@@ -83,13 +85,13 @@ def test_export_each_step_during_training_with_lineage(synthvoc_root, tmp_path):
     previous = None
     for step in range(6):
         bundle = tmp_path / "bundles" / f"step{step}"
-        manifest = verify_bundle(bundle)
+        manifest = verify_bundle(bundle).to_json()
         assert len(manifest["classes"]) == 16 + step
         assert manifest["parity"]["onnx"]["pixel_agreement"] >= 0.999
         if previous is None:
             assert manifest["parent"] is None
         else:
-            assert manifest["parent"] == {"version": read_manifest(previous)["version"],
+            assert manifest["parent"] == {"version": read_manifest(previous).to_json()["version"],
                                           "manifest_sha256": manifest_sha256(previous)}
         previous = bundle
 
@@ -97,20 +99,20 @@ def test_export_each_step_during_training_with_lineage(synthvoc_root, tmp_path):
 def test_tampered_bundle_is_refused_naming_the_file(reminder_run, tmp_path):
     bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **QUIET)
     archive = pack_bundle(bundle, tmp_path / "b.tar")
-    assert verify_bundle(unpack_bundle(archive, tmp_path / "unpacked"))["version"] == read_manifest(bundle)["version"]
+    assert verify_bundle(unpack_bundle(archive, tmp_path / "unpacked")).version == read_manifest(bundle).version
     original = (bundle / "model.onnx").read_bytes()
     data = bytearray(original)
     data[len(data) // 2] ^= 0xFF
     (bundle / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ReminderError, match="model.onnx does not match its sha256"):
-        verify_bundle(bundle)
+        verify_bundle(bundle).to_json()
     result = CliRunner().invoke(main, ["bundle", "verify", str(bundle)])
     assert result.exit_code == 2 and "model.onnx does not match" in result.output
     assert CliRunner().invoke(main, ["bundle", "verify", str(archive)]).exit_code == 0
     (bundle / "model.onnx").write_bytes(original)
     (bundle / "checkpoint.safetensors").unlink()
     with pytest.raises(ReminderError, match="checkpoint.safetensors is missing"):
-        verify_bundle(bundle)
+        verify_bundle(bundle).to_json()
 
 
 def test_tampered_archive_leaves_nothing_installed(reminder_run, tmp_path):
@@ -131,7 +133,7 @@ def test_unknown_manifest_format(reminder_run, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     (bundle / "manifest.json").write_text(json.dumps({**manifest, "format": "reminder-bundle/9"}))
     with pytest.raises(ReminderError, match="has format 'reminder-bundle/9'"):
-        verify_bundle(bundle)
+        verify_bundle(bundle).to_json()
 
 
 def test_bad_export_requests(reminder_run, tmp_path, synthvoc_root):
@@ -157,7 +159,7 @@ def test_missing_tensorrt_is_one_line_and_the_rest_exports(reminder_run, tmp_pat
                                        "--out", str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert "tensorrt skipped: TensorRT is not installed" in result.output
-    manifest = verify_bundle(tmp_path / "b")
+    manifest = verify_bundle(tmp_path / "b").to_json()
     assert set(manifest["artifacts"]) == {"onnx"} and "tensorrt" in manifest["skipped"]
     # TensorRT alone: nothing to run, so no bundle (verify would have called it OK)
     alone = CliRunner().invoke(main, ["export", str(reminder_run), "--format", "tensorrt", "--out",
@@ -178,7 +180,7 @@ def test_tensorrt_engine_matches_onnx(reminder_run, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("TensorRT needs a CUDA GPU")
     bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,tensorrt", **QUIET)
-    manifest = verify_bundle(bundle)
+    manifest = verify_bundle(bundle).to_json()
     assert manifest["parity"]["tensorrt"]["pixel_agreement"] >= 0.999
     assert manifest["artifacts"]["tensorrt"]["compute_capability"].startswith("sm")
 
@@ -212,7 +214,7 @@ def test_the_input_profile_holds_the_parity_images_and_the_input_size(bundles):
     so ONNX Runtime's TensorRT provider gets them too)."""
     from reminder.runtime.engines import EngineProfile
 
-    manifest = read_manifest(bundles[1])
+    manifest = read_manifest(bundles[1]).to_json()
     profile = EngineProfile.from_json(manifest["input"]["profile"])
     assert profile.opt_shape == (1, manifest["input"]["height"], manifest["input"]["width"])
     assert manifest["parity"]["onnx"]["images"] > 0
@@ -233,7 +235,7 @@ def test_out_never_wipes_what_the_export_did_not_make(reminder_run, tmp_path):
     assert (reminder_run / "step0" / "model.safetensors").is_file()
     first = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx", **QUIET)
     assert export_bundle(reminder_run, out=first, formats="onnx", version="again", **QUIET) == first
-    assert read_manifest(first)["version"] == "again"
+    assert read_manifest(first).to_json()["version"] == "again"
     other = export_bundle(reminder_run, out=tmp_path / "o", formats="onnx", name="another", **QUIET)
     with pytest.raises(ReminderError, match="holds bundle 'another'"):
         export_bundle(reminder_run, out=other, formats="onnx", **QUIET)
@@ -261,7 +263,7 @@ def test_force_never_replaces_a_step_of_the_run(reminder_run, tmp_path):
     """`export --out runs/wh/step1 --force` deleted that step's checkpoint and metrics."""
     step = reminder_run / "step1"
     before = sorted(p.name for p in step.iterdir())
-    with pytest.raises(ReminderError, match="is inside .* holds files that are not a bundle; --force never"):
+    with pytest.raises(ReminderError, match="is inside .* holds files that are not a bundle; `force` never"):
         export_bundle(reminder_run, out=step, formats="onnx", step=0, force=True, **QUIET)
     assert sorted(p.name for p in step.iterdir()) == before and (step / "model.safetensors").is_file()
 
@@ -301,7 +303,7 @@ def test_a_bundles_calibration_cache_is_verified_and_never_written(bundles, tmp_
     cache.write_bytes(b"TRT-100-EntropyCalibration2\nimages: 3c010a14\n")
     with pytest.raises(IntegrityError, match="not a file its bundle lists"):
         calibration_cache_bytes(cache)
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle).to_json()
     manifest["files"]["calibration.cache"] = file_entry(cache)
     write_manifest(bundle, manifest)
     assert calibration_cache_bytes(cache) == (cache.read_bytes(), False)  # read, never written back
@@ -309,3 +311,10 @@ def test_a_bundles_calibration_cache_is_verified_and_never_written(bundles, tmp_
     with pytest.raises(IntegrityError, match="does not match its sha256"):
         calibration_cache_bytes(cache)
     assert calibration_cache_bytes(tmp_path / "scratch.cache") == (None, True)  # a build's own: written
+
+
+def test_every_format_of_the_artifact_table_has_a_writer():
+    from reminder.contracts.artifacts import ARTIFACTS
+    from reminder.export.writers import WRITERS
+
+    assert list(WRITERS) == list(ARTIFACTS)

@@ -25,7 +25,7 @@ def _initializers(model):
 
 
 def test_int8_bundle_records_calibration_and_passes_its_gate(int8_bundle):
-    manifest = verify_bundle(int8_bundle)
+    manifest = verify_bundle(int8_bundle).to_json()
     assert list(manifest["artifacts"]) == ["onnx", "onnx-int8"]  # the FP32 reference comes with it
     entry = manifest["artifacts"]["onnx-int8"]
     assert entry["path"] == "model.int8.onnx" and entry["precision"] == "int8"
@@ -57,7 +57,7 @@ def test_int8_graph_is_u8_activations_s8_per_channel_weights_with_fp32_ends(int8
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     float_weight_convs = [c for c in convs
                           if c.input[1] in inits and inits[c.input[1]].data_type == onnx.TensorProto.FLOAT]
-    kept_float = read_manifest(int8_bundle)["artifacts"]["onnx-int8"]["float_convs"]  # the fallback's, if any
+    kept_float = read_manifest(int8_bundle).to_json()["artifacts"]["onnx-int8"]["float_convs"]  # the fallback's, if any
     assert len(float_weight_convs) == 1 + len(kept_float)
     assert {p.key for p in model.metadata_props} >= {"classes", "step"}
 
@@ -140,7 +140,7 @@ def test_precision_chooses_the_artifact(int8_bundle, bundles, frames):
     agreement = np.mean([(x.labels == y.labels).mean() for x, y in zip(a, b)])
     assert agreement >= 0.97
     assert Predictor(bundles[0], backend="ort").precision == "fp32"  # no INT8 artifact: FP32
-    with pytest.raises(ReminderError, match=r"has no INT8 artifact \(it has: onnx \(fp32\)\).*--format onnx-int8"):
+    with pytest.raises(ReminderError, match=r"has no INT8 artifact \(it has: onnx \(fp32\)\).*`format` onnx-int8"):
         Predictor(bundles[0], precision="int8")
     with pytest.raises(ReminderError, match="unknown precision"):
         Predictor(int8_bundle, precision="int4")
@@ -161,7 +161,7 @@ def test_export_cli_and_bench_with_precisions(int8_run, tmp_path):
                                        str(out), "--calibration-count", "8"])
     assert result.exit_code == 0, result.output
     assert "quality gate onnx-int8:" in result.output and "held-out images" in result.output
-    manifest = read_manifest(out)
+    manifest = read_manifest(out).to_json()
     assert manifest["artifacts"]["onnx-int8"]["calibration"]["images"] == 8
     assert manifest["parity"]["onnx-int8"]["passed"] and manifest["parity"]["onnx-int8"]["pixel_agreement"] >= 0.99
     bench = CliRunner().invoke(main, ["bench", str(out), "--backend", "ort", "--precision", "fp32,int8",
@@ -207,13 +207,13 @@ def test_fallback_keeps_the_most_sensitive_convolutions_float_until_the_gate_pas
     # the ones kept float are those whose return to FP32 lowers the class-score error most
     with prepared_model(source) as prepared:
         ranking = conv_sensitivity(onnx.load(str(prepared)), onnx.load(str(tmp_path / "q.onnx")),
-                                   calibration_inputs(images, (64, 64)))
+                                   calibration_inputs((64, 64), images))
     assert ranking == sorted(ranking, key=lambda item: -item[1])
 
 
 def test_a_model_that_cannot_pass_even_mostly_float_is_refused_with_the_way_out(runtime_run, tmp_path):
     logs = []
-    with pytest.raises(ReminderError, match=r"below its quality gate.*--format onnx\b.*--int8-min-agreement"):
+    with pytest.raises(ReminderError, match=r"below its quality gate.*`format` onnx\b.*`int8_min_agreement`"):
         export_bundle(runtime_run, out=tmp_path / "b", formats="onnx,onnx-int8", step=0, calibration_count=4,
                       int8_min_agreement=1.0, int8_max_miou_drop=-100.0, log=logs.append)
     assert any("most sensitive of" in line for line in logs)

@@ -48,13 +48,13 @@ def server(tmp_path):
 
 
 def _version(bundle):
-    return read_manifest(bundle)["version"]
+    return read_manifest(bundle).to_json()["version"]
 
 
 def _renamed(bundle, tmp_path, version):
     """The same model under another version, as a newer publish of the same step."""
     copy = shutil.copytree(bundle, tmp_path / f"bundle-{version}")
-    manifest = read_manifest(copy)
+    manifest = read_manifest(copy).to_json()
     manifest["version"] = version
     write_manifest(copy, manifest)
     return copy

@@ -175,7 +175,7 @@ def test_bundle_failing_its_smoke_test_is_not_switched(installed, bundles, tmp_p
     httpd, repo, url, device, old = installed
     broken = _renamed(bundles[0], tmp_path, "B")
     (broken / "model.onnx").write_bytes(b"not an onnx model")
-    manifest = read_manifest(broken)
+    manifest = read_manifest(broken).to_json()
     manifest["artifacts"]["onnx"].update(file_entry(broken / "model.onnx"))  # hashes consistent, model broken
     write_manifest(broken, manifest)
     fleet.publish(repo, broken, **PUBLISH)

@@ -19,7 +19,7 @@ import pytest
 
 from fleet_helpers import PUBLISH, QUIET, _current, _device, _renamed, _still_on
 from fleet_helpers import installed, server  # noqa: F401  (fixtures)
-from reminder import bundle as bundle_format
+from reminder.contracts import manifest as manifest_contract
 from reminder import fleet
 from reminder.bundle import read_manifest, write_manifest
 from reminder.errors import LocalError, ReminderError
@@ -28,7 +28,7 @@ from reminder.errors import LocalError, ReminderError
 def _publish_unchecked(monkeypatch, repo, bundle, **options):
     """Publish as a compromised or older publisher would: without this version's name checks."""
     with monkeypatch.context() as patch:
-        patch.setattr(bundle_format, "check_name", lambda value, what: value)
+        patch.setattr(manifest_contract, "check_name", lambda value, what: value)
         return fleet.publish(repo, bundle, **PUBLISH, **options)
 
 
@@ -40,7 +40,7 @@ def test_a_version_that_is_a_path_is_refused_on_publish_and_on_the_device(instal
     victim.mkdir()
     (victim / "precious.txt").write_text("keep me")
     evil = _renamed(bundles[0], tmp_path, "evil")
-    manifest = read_manifest(evil)
+    manifest = read_manifest(evil).to_json()
     manifest["version"] = version
     (evil / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ReminderError, match="version"):
@@ -82,7 +82,7 @@ def test_a_repository_with_keys_inside_is_refused_until_they_move(server, bundle
 
 def _reclassed(bundle, tmp_path, version, names):
     copy = _renamed(bundle, tmp_path, version)
-    manifest = read_manifest(copy)
+    manifest = read_manifest(copy).to_json()
     for entry, name in zip(manifest["classes"], names):
         entry["name"] = name
     write_manifest(copy, manifest)
@@ -91,7 +91,7 @@ def _reclassed(bundle, tmp_path, version, names):
 
 def test_a_bundle_with_another_class_list_is_refused_unless_marked_a_reset(installed, bundles, tmp_path):
     httpd, repo, url, device, old = installed
-    names = [f"thing{i}" for i in range(len(read_manifest(bundles[0])["classes"]))]
+    names = [f"thing{i}" for i in range(len(read_manifest(bundles[0]).to_json()["classes"]))]
     fleet.publish(repo, _reclassed(bundles[0], tmp_path, "other", names), **PUBLISH)
     with pytest.raises(ReminderError, match="classes do not extend the installed"):
         _device(device, url, repo)
@@ -272,7 +272,7 @@ def test_a_bundle_whose_new_class_is_not_learnt_is_refused_unless_allowed(instal
 
     httpd, repo, url, device, old = installed
     weak = _renamed(bundles[1], tmp_path, "weak")
-    manifest = read_manifest(weak)
+    manifest = read_manifest(weak).to_json()
     new = manifest["classes"][-1]["name"]
     iou = {c["name"]: 0.6 for c in manifest["classes"]} | {new: 0.01}
     manifest["quality"] = {"per_class_iou": iou, "new_classes": [new], "weak": weak_classes(iou)}
@@ -302,7 +302,7 @@ def test_installed_versions_are_readable_by_other_users(installed, bundles, tmp_
 def test_key_folder_mistakes_are_one_line(tmp_path, bundles):
     repo = tmp_path / "repo"
     fleet.init_repository(repo)
-    with pytest.raises(ReminderError, match=r"the keys folder .*typo does not exist \(--keys\)"):
+    with pytest.raises(ReminderError, match=r"the keys folder .*typo does not exist \(`keys`\)"):
         fleet.publish(repo, bundles[0], keys=tmp_path / "typo", **PUBLISH)
     with pytest.raises(ReminderError, match="the keys folder .*typo does not exist"):
         fleet.resign_timestamp(repo, keys=tmp_path / "typo", **QUIET)

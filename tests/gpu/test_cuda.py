@@ -62,10 +62,10 @@ def test_aoti_on_cuda_then_onnx_from_the_same_module(reminder_run, tmp_path):
     from reminder.runtime.backends import open_artifact
 
     bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,aoti", device="cuda", **QUIET)
-    manifest = verify_bundle(bundle)
+    manifest = verify_bundle(bundle).to_json()
     assert manifest["artifacts"]["aoti"]["device"] == "cuda"
     assert manifest["parity"]["aoti"]["pixel_agreement"] >= 0.999
-    assert open_artifact(bundle, manifest, "aoti").device.type == "cuda"
+    assert open_artifact(bundle, verify_bundle(bundle), "aoti").device.type == "cuda"
 
 
 def test_ort_cuda_provider_matches_cpu(bundles, frames):
@@ -107,11 +107,12 @@ def test_engine_build_and_parity_inside_and_at_the_edges_of_its_profile(reminder
 
     bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,aoti,tensorrt", device="cuda",
                            trt_fp16=fp16, **QUIET)
-    manifest = verify_bundle(bundle)
+    manifest = verify_bundle(bundle).to_json()
     assert "tensorrt" in manifest["artifacts"], manifest.get("skipped")
     assert manifest["parity"]["tensorrt"]["pixel_agreement"] >= (0.99 if fp16 else 0.999)
     assert sorted(p.name for p in bundle.iterdir() if p.suffix == ".onnx") == ["model.onnx"]
-    engine, ort = open_artifact(bundle, manifest, "tensorrt"), open_artifact(bundle, manifest, "onnx")
+    checked = verify_bundle(bundle)
+    engine, ort = open_artifact(bundle, checked, "tensorrt"), open_artifact(bundle, checked, "onnx")
     (b0, h0, w0), (b1, h1, w1) = engine.profile.min_shape, engine.profile.max_shape
     rng = np.random.default_rng(0)
     for shape in [(b0, 3, h0, w0), (1, 3, (h0 + h1) // 2, (w0 + w1) // 2), (min(b1, 2), 3, h1, w1)]:
@@ -126,8 +127,8 @@ def test_tensorrt_backend_with_a_shape_change_between_calls(reminder_run, tmp_pa
     from reminder.runtime.backends import open_artifact
 
     bundle = export_bundle(reminder_run, out=tmp_path / "b", formats="onnx,tensorrt", **QUIET)
-    manifest = verify_bundle(bundle)
-    engine, ort = open_artifact(bundle, manifest, "tensorrt"), open_artifact(bundle, manifest, "onnx")
+    checked = verify_bundle(bundle)
+    engine, ort = open_artifact(bundle, checked, "tensorrt"), open_artifact(bundle, checked, "onnx")
     rng = np.random.default_rng(1)
     for shape in [(1, 3, 64, 64), (2, 3, 96, 128), (1, 3, 64, 64)]:
         images = rng.uniform(0, 255, shape).astype(np.float32)
@@ -159,7 +160,9 @@ def test_int8_engine_is_gated_and_a_device_rebuilds_it_from_the_bundle_alone(run
 
     bundle = export_bundle(runtime_run, out=tmp_path / "b", formats="onnx-int8,tensorrt", trt_int8=True, step=0,
                            calibration_count=16, **QUIET)
-    manifest = __import__("reminder.bundle", fromlist=["verify_bundle"]).verify_bundle(bundle)
+    from reminder.bundle import read_manifest, verify_bundle
+
+    manifest = verify_bundle(bundle).to_json()
     engine = manifest["artifacts"]["tensorrt"]
     assert engine["precision"] == "int8" and manifest["parity"]["tensorrt"]["passed"]
     predictor = Predictor(bundle, backend="trt", precision="int8")
@@ -171,7 +174,7 @@ def test_int8_engine_is_gated_and_a_device_rebuilds_it_from_the_bundle_alone(run
         assert "calibration.cache" in manifest["files"]
         header = build_engine(bundle / "model.onnx", tmp_path / "device.engine", int8=True,
                               calibration_cache=bundle / "calibration.cache",
-                              profile=open_artifact(bundle, manifest, "tensorrt").profile)
+                              profile=open_artifact(bundle, read_manifest(bundle), "tensorrt").profile)
         assert header["precision"] == "int8" and read_engine(tmp_path / "device.engine")[1]
 
 

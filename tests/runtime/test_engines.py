@@ -18,6 +18,7 @@ from enum import Enum
 import numpy as np
 import pytest
 
+from reminder.contracts.manifest import Manifest
 from reminder.bundle import file_entry, write_manifest
 from reminder.errors import ReminderError
 from reminder.runtime import engines
@@ -221,7 +222,7 @@ def test_engine_that_does_not_deserialise_is_refused_and_auto_falls_back(engine_
     manifest["artifacts"]["tensorrt"] = {"path": engine_file.name, **file_entry(bundle / engine_file.name)}
     write_manifest(bundle, manifest)
     messages = []
-    backend = select_backend(bundle, manifest, "auto", log=messages.append)
+    backend = select_backend(bundle, Manifest(manifest), "auto", log=messages.append)
     assert backend.name in ("ort", "openvino") and "could not deserialise" in messages[0]  # the ONNX artifact
 
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from reminder.contracts.manifest import Manifest
 from reminder.bundle import open_bundle
 from reminder.errors import ReminderError
 from reminder.runtime.backends import open_artifact, select_backend
@@ -51,7 +52,8 @@ def test_auto_picks_openvino_on_x86_after_parity(int8_bundle, bundles):
     assert chosen.name == "openvino" and chosen.precision == "int8"
     assert Predictor(bundles[0]).backend.name == "openvino"
     # a bundle without sample.png cannot be checked: auto falls back to ONNX Runtime, saying why
-    no_sample = {**manifest, "files": {k: v for k, v in manifest["files"].items() if k != "sample.png"}}
+    data = manifest.to_json()
+    no_sample = Manifest({**data, "files": {k: v for k, v in data["files"].items() if k != "sample.png"}})
     assert select_backend(folder, no_sample, "auto", log=messages.append).name == "ort"
     assert any("openvino backend not usable here" in m and "sample.png" in m for m in messages)
 

@@ -40,7 +40,7 @@ def test_video_through_reminder_run(bundles, frames, tmp_path):
     with Image.open(labels[0]) as image:
         assert image.mode == "P"
         palette = np.array(image.getpalette()[: 3 * len(predictor.classes)]).reshape(-1, 3)
-    assert np.array_equal(palette, [c["color"] for c in predictor.classes])
+    assert np.array_equal(palette, predictor.classes.colors)
     # the overlay video has as many frames, and they are the overlays of those labels (mp4v is lossy)
     overlays = read_video(out / "clip" / "overlay.mp4")
     assert len(overlays) == 20

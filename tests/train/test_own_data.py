@@ -239,8 +239,8 @@ def test_threads_are_the_physical_cores_unless_given(days, tmp_path, monkeypatch
     monkeypatch.setattr("os.getloadavg", lambda: (99.0, 99.0, 99.0))
     assert busy_warning() is None  # one thread: nothing to gain
     assert set_threads(None) == physical_cores()
-    warning = busy_warning() if physical_cores() > 1 else "busy --threads 1"
-    assert "busy" in warning and "--threads 1" in warning
+    warning = busy_warning() if physical_cores() > 1 else "busy `threads` 1"
+    assert "busy" in warning and "`threads` 1" in warning
     monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
     assert busy_warning() is None
     result = _cli("eval", tmp_path / "missing", "--threads", "0")
@@ -276,8 +276,8 @@ def test_the_offline_weights_message_names_the_option_and_the_cache_file(monkeyp
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
     monkeypatch.setattr(torchvision.models.mobilenetv3, "mobilenet_v3_large", offline)
-    with pytest.raises(ReminderError, match=r"--weights-backbone PATH.*checkpoints/mobilenet_v3_large-.*\.pth"
-                                            r".*--weights-backbone none"):
+    with pytest.raises(ReminderError, match=r"`weights_backbone` PATH.*checkpoints/mobilenet_v3_large-.*\.pth"
+                                            r".*`weights_backbone` none"):
         mobilenet_v3_large_backbone(weights="imagenet")
 
 
@@ -328,7 +328,7 @@ def test_slow_iterations_name_threads(days, tmp_path, monkeypatch):
     assert threads.slow_warning(expected * 2, config, teacher=False) is None
     monkeypatch.setattr("torch.get_num_threads", lambda: 2)
     warning = threads.slow_warning(expected * 10, config, teacher=False)
-    assert "10x what tiny (deeplabv3plus, batch 16, crop 128)" in warning and "--threads 1" in warning
+    assert "10x what tiny (deeplabv3plus, batch 16, crop 128)" in warning and "`threads` 1" in warning
     monkeypatch.undo()
     fast = {key: value / 1000 for key, value in threads.EXPECTED_SECONDS_PER_MEGAPIXEL.items()}
     monkeypatch.setattr(threads, "EXPECTED_SECONDS_PER_MEGAPIXEL", fast)

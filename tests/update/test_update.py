@@ -46,10 +46,10 @@ def test_a_bundle_learns_sheep_from_20_frames(bundles, sheep_frames, sheep_updat
     with confidence >= 0.7 keep their label (the update with this seed keeps over 98%).
     """
     result, parent_sha = sheep_update
-    manifest = verify_bundle(result.bundle)
+    manifest = verify_bundle(result.bundle).to_json()
     assert [c["name"] for c in manifest["classes"]][-1] == "sheep" and len(manifest["classes"]) == 17
     assert manifest["classes"][16]["color"] == list(voc_palette()[SHEEP])
-    assert manifest["parent"] == {"version": read_manifest(bundles[0])["version"], "manifest_sha256": parent_sha}
+    assert manifest["parent"] == {"version": read_manifest(bundles[0]).version, "manifest_sha256": parent_sha}
     assert manifest["step"] == 1 and manifest["model"]["classes_per_step"] == [16, 1]
     assert set(manifest["artifacts"]) == {"onnx"} and manifest["parity"]["onnx"]["pixel_agreement"] >= 0.999
     assert set(manifest["files"]) == {"checkpoint.safetensors", "prototypes.safetensors", "sample.png"}
@@ -92,7 +92,7 @@ def test_cli_update_with_a_time_budget(bundles, sheep_frames, tmp_path):
                                        "--out", str(out), "--freeze-backbone", "--iterations", "100000",
                                        "--time-budget", "2", "--no-csw-kd"])
     assert result.exit_code == 0, result.output
-    manifest = read_manifest(out)
+    manifest = read_manifest(out).to_json()
     assert manifest["classes"][-1] == {"id": 16, "name": "lamb", "color": [128, 64, 0]}
     report = manifest["update"]
     assert report["stopped_by"] == "time budget" and 0 < report["iterations"] < 100000
@@ -232,21 +232,21 @@ def test_out_never_wipes_what_the_update_did_not_make(bundles, sheep_frames, tmp
     for out in (tmp_path / "models", tmp_path):
         with pytest.raises(ReminderError, match="which must be kept"):
             _update(parent, images, masks, out, force=True)
-    assert verify_bundle(parent)
+    assert verify_bundle(parent).to_json()
     first = _update(parent, images, masks, tmp_path / "child").bundle
     again = _update(parent, images, masks, first, seed=1).bundle
-    assert verify_bundle(again)["version"] == read_manifest(parent)["version"] + "+sheep"
+    assert verify_bundle(again).to_json()["version"] == read_manifest(parent).to_json()["version"] + "+sheep"
     forced = _update(parent, images, masks, mine, force=True).bundle
     assert not (forced / "notes.txt").exists()
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"holdout": 0.99}, "--holdout must be within 0..0.9"),
-    ({"lr": -1}, "--lr must be positive, got -1"),
-    ({"lr": 0}, "--lr must be positive, got 0"),
-    ({"time_budget": 0}, "--time-budget must be a positive number"),
-    ({"crop_size": 0}, "--crop-size must be at least 16"),
-    ({"version": "../../x"}, "--version '../../x' is not allowed"),
+    ({"holdout": 0.99}, "`holdout` must be within 0..0.9"),
+    ({"lr": -1}, "`lr` must be positive, got -1"),
+    ({"lr": 0}, "`lr` must be positive, got 0"),
+    ({"time_budget": 0}, "`time_budget` must be a positive number"),
+    ({"crop_size": 0}, "`crop_size` must be at least 16"),
+    ({"version": "../../x"}, "`version` '../../x' is not allowed"),
 ])
 def test_bad_options_are_refused_before_training(bundles, sheep_frames, tmp_path, options, message):
     images, masks = _frames_copy(sheep_frames, tmp_path, count=4)
@@ -279,10 +279,10 @@ def test_cached_features_give_the_same_loss_terms_as_the_full_forward(parent, re
     folder, manifest = open_bundle(bundle)
     device = torch.device("cpu")
     frames = read_frames(sheep_frames / "images", sheep_frames / "masks",
-                         [tuple(c["color"]) for c in manifest["classes"]] + [tuple(voc_palette()[SHEEP])], [16],
+                         list(manifest.classes.colors) + [tuple(voc_palette()[SHEEP])], [16],
                          lambda message: None)[:6]
     config = _training_config(DEVICE, images=sheep_frames, out=sheep_frames, crop=64, lr=0.01, amp="none",
-                              device=device, recipe=manifest["model"].get("recipe", {}))
+                              device=device, recipe=manifest.model.get("recipe", {}))
     learner = make_learner(load_bundle_model(folder, manifest, device), 1, csw_kd=True,
                            old_prototypes=load_prototypes(folder / "prototypes.safetensors")["prototypes"],
                            freeze_backbone=True, step=1, config=config, device=device)
@@ -309,11 +309,11 @@ def test_cached_features_give_the_same_loss_terms_as_the_full_forward(parent, re
 
 
 def test_a_deeplabv3plus_parent_is_updated_with_its_own_head_and_recipe(v3plus_bundle, sheep_frames, tmp_path):
-    parent = verify_bundle(v3plus_bundle)
+    parent = verify_bundle(v3plus_bundle).to_json()
     result = update_bundle(v3plus_bundle, images=sheep_frames / "images", masks=sheep_frames / "masks",
                            classes=["sheep"], out=tmp_path / "b",
                            options=UpdateOptions(iterations=6, freeze_backbone=True, formats=("onnx",)), **QUIET)
-    child = verify_bundle(result.bundle)  # (ONNX only: the export test covers V3+ in every format)
+    child = verify_bundle(result.bundle).to_json()  # (ONNX only: the export test covers V3+ in every format)
     assert child["model"]["head"] == "deeplabv3plus" and child["model"]["output_stride"] == 8
     assert child["model"]["recipe"] == parent["model"]["recipe"] == {"crop_mode": "native", "crop_scale": [1.0, 1.5],
                                                                      "class_weights": "sqrt"}
@@ -325,14 +325,14 @@ def test_update_without_the_feature_cache_still_learns(bundles, sheep_frames, tm
                            classes=["sheep"], out=tmp_path / "b",
                            options=UpdateOptions(iterations=20, freeze_backbone=True, feature_cache=False), **QUIET)
     assert result.report["iterations"] == 20 and result.report["options"]["feature_cache"] is False
-    verify_bundle(result.bundle)
+    verify_bundle(result.bundle).to_json()
 
 
 def test_an_int8_parent_gets_an_int8_child_calibrated_on_the_frames(int8_bundle, sheep_frames, tmp_path):
     result = update_bundle(int8_bundle, images=sheep_frames / "images", masks=sheep_frames / "masks",
                            classes=["sheep"], out=tmp_path / "child",
                            options=UpdateOptions(iterations=10, freeze_backbone=True), **QUIET)
-    manifest = verify_bundle(result.bundle)
+    manifest = verify_bundle(result.bundle).to_json()
     # this parent's INT8 agreement sits near the 99% gate (98.8-99.5% by machine): by design,
     # a child that misses it after the fallback goes out in FP32 with the refusal recorded
     gate = manifest["parity"].get("onnx-int8") or manifest["int8_refused"]
@@ -359,7 +359,7 @@ def test_an_int8_child_below_its_gate_still_leaves_an_fp32_child(int8_bundle, sh
                            classes=["sheep"], out=tmp_path / "child",
                            options=UpdateOptions(iterations=10, freeze_backbone=True, int8_min_agreement=1.0),
                            log=logs.append)
-    manifest = verify_bundle(result.bundle)
+    manifest = verify_bundle(result.bundle).to_json()
     assert set(manifest["artifacts"]) == {"onnx"}
     assert "below its quality gate" in manifest["skipped"]["onnx-int8"]
     assert manifest["int8_refused"]["passed"] is False and manifest["int8_refused"]["pixel_agreement"] < 1.0
@@ -382,7 +382,7 @@ def test_a_tar_parent_leaves_nothing_in_the_temporary_folder(bundles, sheep_fram
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     images, masks = _frames_copy(sheep_frames, tmp_path, count=8)
     _update(parent, images, masks, tmp_path / "child")
-    assert verify_bundle(tmp_path / "child") and list(scratch.iterdir()) == []
+    assert verify_bundle(tmp_path / "child").to_json() and list(scratch.iterdir()) == []
     with pytest.raises(ReminderError):  # a failed update too
         _update(parent, images, masks, tmp_path / "other", classes=["person"])
     assert list(scratch.iterdir()) == []
