@@ -185,7 +185,7 @@ def write_bundle(module: ExportModule, manifest: Manifest, *, out: str | Path, f
                  trt_fp16: bool = False, trt_profile: EngineProfile | None = None,
                  trt_sizes: Sequence[tuple[int, int]] = (), trt_max_batch: int = 8, int8: Int8Options | None = None,
                  trt_int8: bool = False, protect: Sequence[Path] = (), force: bool = False,
-                 log: Callable[[str], None] = print) -> Path:
+                 onnx_base: tuple[Path, ExportModule] | None = None, log: Callable[[str], None] = print) -> Path:
     """Export ``module`` in ``formats`` (parsed), copy ``files`` (bundle name -> source,
     skipped when the source is missing), check parity on ``parity_set`` and write the
     bundle ``out`` with ``manifest`` completed. Built in a staging folder beside ``out``
@@ -195,7 +195,9 @@ def write_bundle(module: ExportModule, manifest: Manifest, *, out: str | Path, f
     or contains a path of ``protect``, and replaces only a bundle of the same name unless
     ``force``. A bundle with no artifact (TensorRT asked for alone, where it is missing)
     is not written. ``int8``: calibration and quality gate of the INT8 formats (required
-    by ``onnx-int8`` and ``trt_int8``)."""
+    by ``onnx-int8`` and ``trt_int8``). ``onnx_base``: the parent bundle's ``model.onnx``
+    and export module, whose graph takes ``module``'s weights instead of a new trace
+    (an update; :mod:`reminder.export.patch`)."""
     if int8 is None and ("onnx-int8" in [f.name for f in formats] or trt_int8):
         raise ReminderError("an INT8 export needs calibration images: none were given")
     out = check_output_folder(out, manifest.name, protect=protect, force=force)
@@ -211,7 +213,7 @@ def write_bundle(module: ExportModule, manifest: Manifest, *, out: str | Path, f
                     "classes": json.dumps(manifest.classes.to_manifest()), "step": str(manifest.step),
                     "input": json.dumps(manifest.input.to_json()), "output": module.output}
         export_formats(module, formats, staging, manifest, metadata, device=device, trt_fp16=trt_fp16,
-                       trt_profile=trt_profile, int8=int8, trt_int8=trt_int8, log=log)
+                       trt_profile=trt_profile, int8=int8, trt_int8=trt_int8, onnx_base=onnx_base, log=log)
         if not manifest.formats:
             skipped = "; ".join(f"{k}: {v}" for k, v in manifest.skipped.items())
             raise ReminderError(f"no model was exported ({skipped}); no bundle written")

@@ -50,6 +50,7 @@ class UpdateOptions:
     lr: float | None = None              # default: 0.01 with a frozen backbone, else 0.001
     clip_norm: float | None = 5.0        # gradient norm cap: few frames and frozen batch norm diverge easily
     freeze_backbone: bool = False        # train the ASPP and the head only
+    freeze_aspp: bool = False            # with freeze_backbone: the ASPP's branches too (its projection trains)
     feature_cache: bool = True           # frozen backbone: its outputs computed once per view (update.cached)
     views: int = 16                      # with the cache: augmented views per frame
     csw_kd: bool = True                  # False: pseudo-labels + local POD only (PLOP's losses)
@@ -91,6 +92,8 @@ def _check_request(classes: Sequence[NewClass | str], options: UpdateOptions) ->
         raise ReminderError(f"`time_budget` must be a positive number of seconds, got {options.time_budget}")
     if options.crop_size is not None and options.crop_size < 16:
         raise ReminderError(f"`crop_size` must be at least 16 pixels, got {options.crop_size}")
+    if options.freeze_aspp and not options.freeze_backbone:
+        raise ReminderError("`freeze_aspp` freezes the ASPP in front of a frozen backbone: add `freeze_backbone`")
     return classes
 
 
@@ -192,7 +195,8 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
                               recipe=parent.model.get("recipe") or {})
     learner = make_learner(load_bundle_model(folder, parent, device), len(classes), csw_kd=options.csw_kd,
                            old_prototypes=bank["prototypes"] if options.csw_kd else None,
-                           freeze_backbone=options.freeze_backbone, step=(parent.step or 0) + 1,
+                           freeze_backbone=options.freeze_backbone, freeze_aspp=options.freeze_aspp,
+                           step=(parent.step or 0) + 1,
                            config=config, device=device)
     try:                                                                         # 4. training, 5. prototypes
         if options.freeze_backbone and options.feature_cache:
@@ -229,6 +233,7 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
     new_bank = merge_prototypes(bank, new_ids, prototypes, counts, len(table))  # 7. the new bundle
     manifest = child_manifest(parent, folder, table, classes, report, options.version)
     path = export_child(learner.student, new_bank, manifest, parent, out=out, frames=frames,
+                        parent_folder=folder, parent_model=learner.teacher,
                         formats=options.formats, protect=protect, force=options.force,
                         train_frames=train_frames, holdout=holdout, int8_min_agreement=options.int8_min_agreement,
                         log=log)

@@ -41,6 +41,7 @@ def child_manifest(parent: Manifest, folder: Path, table: Sequence[tuple[str, tu
 
 
 def export_child(student, bank: dict, manifest: Manifest, parent: Manifest, *, out: Path, frames: Sequence[Frame],
+                 parent_folder: Path | None = None, parent_model=None,
                  formats: Sequence[str] | None, protect: Sequence[Path] = (), force: bool = False,
                  train_frames: Sequence[Frame] = (), holdout: Sequence[Frame] = (),
                  int8_min_agreement: float = 0.99,
@@ -76,13 +77,17 @@ def export_child(student, bank: dict, manifest: Manifest, parent: Manifest, *, o
         save_tensors(tmp / "checkpoint.safetensors", student.state_dict())
         save_prototypes(tmp / "prototypes.safetensors", bank)
         module = ExportModule(student, output=parent.outputs.kind)
+        onnx_base = None
+        if parent_model is not None and parent_folder is not None and "onnx" in parent.formats:
+            onnx_base = (parent_folder / parent.artifact("onnx").path,
+                         ExportModule(parent_model.cpu().eval(), output=parent.outputs.kind))
         files = {"checkpoint.safetensors": tmp / "checkpoint.safetensors",
                  "prototypes.safetensors": tmp / "prototypes.safetensors"}
         attempt = copy.deepcopy(manifest)
         try:
             return write_bundle(module, attempt, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),
                                 parity_set=[f.image for f in frames[:8]], files=files,
-                                int8=int8, protect=protect, force=force, log=log)
+                                int8=int8, protect=protect, force=force, onnx_base=onnx_base, log=log)
         except Int8GateError as refused:  # the training is kept: the child goes out in FP32
             names = [n for n in names if n != "onnx-int8"] or ["onnx"]
             manifest.refuse_int8(f"below its quality gate: {describe_gate(refused.result)}", refused.result)
@@ -90,4 +95,4 @@ def export_child(student, bank: dict, manifest: Manifest, parent: Manifest, *, o
                 f"child ({', '.join(names)}); its manifest records the refusal")
             return write_bundle(module, manifest, out=out, formats=parse_formats(",".join(dict.fromkeys(names))),
                                 parity_set=[f.image for f in frames[:8]], files=files,
-                                protect=protect, force=force, log=log)
+                                protect=protect, force=force, onnx_base=onnx_base, log=log)
