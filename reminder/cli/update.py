@@ -24,6 +24,9 @@ from reminder.cli.common import parse_list, say_err
 @click.option("--lr", type=float, default=None,
               help="Learning rate (default: 0.01 with --freeze-backbone, else 0.001).")
 @click.option("--freeze-backbone", is_flag=True, help="Train the ASPP and the head only (less memory and time).")
+@click.option("--freeze-aspp", is_flag=True,
+              help="With --freeze-backbone: freeze the ASPP's branches too; only its projection, the decoder and "
+                   "the head train (faster; see docs/update.md for what it costs in IoU).")
 @click.option("--views", type=click.IntRange(1, 256), default=16, show_default=True,
               help="With --freeze-backbone: augmented views per frame whose backbone features are computed once.")
 @click.option("--no-feature-cache", is_flag=True,
@@ -45,8 +48,8 @@ from reminder.cli.common import parse_list, say_err
               help="CPU threads for torch. [default: the physical cores]")
 @click.option("--quiet", is_flag=True, help="No progress bar or step messages; the report and the bundle only.")
 def update_command(bundle, images, masks, classes, out, iterations, time_budget, batch_size, crop_size, lr,
-                   freeze_backbone, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats, version, seed,
-                   force, int8_min_agreement, threads, quiet) -> None:
+                   freeze_backbone, freeze_aspp, views, no_feature_cache, no_csw_kd, holdout, device, amp, formats,
+                   version, seed, force, int8_min_agreement, threads, quiet) -> None:
     """Teach a bundle new classes from a few labelled frames, on the device (REMINDER losses)."""
     from reminder.train.threads import set_threads
     from reminder.update import UpdateOptions, format_report, update_bundle
@@ -54,7 +57,8 @@ def update_command(bundle, images, masks, classes, out, iterations, time_budget,
     set_threads(threads)
 
     options = UpdateOptions(iterations=iterations, time_budget=time_budget, batch_size=batch_size,
-                            crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, views=views,
+                            crop_size=crop_size, lr=lr, freeze_backbone=freeze_backbone, freeze_aspp=freeze_aspp,
+                            views=views,
                             feature_cache=not no_feature_cache, csw_kd=not no_csw_kd,
                             holdout=holdout, device=device, amp=amp, seed=seed, version=version, force=force,
                             int8_min_agreement=int8_min_agreement,

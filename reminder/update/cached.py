@@ -104,6 +104,8 @@ def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch
             stages = len(stage_outputs)
             low = teacher.low_level(stage_outputs)
             features = teacher.head_features(out, low)
+            if learner.frozen_aspp:  # what the frozen branches give, once: only the projection trains
+                out = torch.cat([branch(out) for branch in teacher.aspp.convs], dim=1)
             lowres = teacher.classifier(features).float()
             out, features = out.float(), features.float()
             if low is not None:
@@ -127,14 +129,19 @@ def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch
 
 def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str, torch.Tensor]:
     """The loss terms of the views ``index``: the student's ASPP and head on the cached
-    backbone output, the teacher's outputs from the cache."""
+    backbone output (or ASPP branches), the teacher's outputs from the cache."""
     from reminder.train.methods import StepInputs
     from reminder.train.step import compute_terms
 
     student, state = learner.student, learner.state
     labels = cache.labels[index].long()
     size = labels.shape[-2:]
-    features = student.head_features(cache.backbone[index], None if cache.low is None else cache.low[index])
+    low = None if cache.low is None else cache.low[index]
+    if learner.frozen_aspp:  # the cache holds the ASPP branches' output
+        features = student.aspp.project(cache.backbone[index])
+        features = features if student.decoder is None else student.decoder(features, low)
+    else:
+        features = student.head_features(cache.backbone[index], low)
     lowres = student.classifier(features)
     teacher_lowres = cache.teacher_lowres[index]
     stand_ins = [labels.new_zeros((len(index), 1, 4, 4), dtype=torch.float32) for _ in range(cache.stages)]

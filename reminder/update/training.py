@@ -57,10 +57,12 @@ class Learner:
     method: object
     state: object
     config: object
+    frozen_aspp: bool = False  # the ASPP's branches are frozen: only its projection trains
 
 
 def make_learner(teacher: torch.nn.Module, num_new: int, *, csw_kd: bool, old_prototypes: torch.Tensor | None,
-                 freeze_backbone: bool, step: int, config, device: torch.device) -> Learner:
+                 freeze_backbone: bool, step: int, config, device: torch.device,
+                 freeze_aspp: bool = False) -> Learner:
     """A student copied from the (frozen) teacher with ``num_new`` classes (MiB init)."""
     from reminder.train.methods import build_method
     from reminder.train.step import StepState, freeze
@@ -72,12 +74,14 @@ def make_learner(teacher: torch.nn.Module, num_new: int, *, csw_kd: bool, old_pr
     student.to(device)
     if freeze_backbone:
         student.backbone.requires_grad_(False)
+    if freeze_aspp:
+        student.aspp.convs.requires_grad_(False)
     method = build_method("reminder" if csw_kd else "plop", config)
     num_old = student.num_classes - num_new
     state = StepState(step=step, num_old=num_old, teacher=teacher)
     if csw_kd:
         state.old_prototypes = old_prototypes[:num_old].to(device)
-    return Learner(teacher, student, method, state, config)
+    return Learner(teacher, student, method, state, config, frozen_aspp=freeze_aspp)
 
 
 @dataclass

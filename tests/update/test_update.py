@@ -52,6 +52,7 @@ def test_a_bundle_learns_sheep_from_20_frames(bundles, sheep_frames, sheep_updat
     assert manifest["parent"] == {"version": read_manifest(bundles[0]).version, "manifest_sha256": parent_sha}
     assert manifest["step"] == 1 and manifest["model"]["classes_per_step"] == [16, 1]
     assert set(manifest["artifacts"]) == {"onnx"} and manifest["parity"]["onnx"]["pixel_agreement"] >= 0.999
+    assert manifest["artifacts"]["onnx"]["written_from"] == "the parent's graph, new weights"  # not traced again
     assert set(manifest["files"]) == {"checkpoint.safetensors", "prototypes.safetensors", "sample.png"}
     assert manifest_sha256(bundles[0]) == parent_sha  # the parent is untouched
 
@@ -247,6 +248,7 @@ def test_out_never_wipes_what_the_update_did_not_make(bundles, sheep_frames, tmp
     ({"time_budget": 0}, "`time_budget` must be a positive number"),
     ({"crop_size": 0}, "`crop_size` must be at least 16"),
     ({"version": "../../x"}, "`version` '../../x' is not allowed"),
+    ({"freeze_aspp": True}, "`freeze_aspp` freezes the ASPP in front of a frozen backbone"),
 ])
 def test_bad_options_are_refused_before_training(bundles, sheep_frames, tmp_path, options, message):
     images, masks = _frames_copy(sheep_frames, tmp_path, count=4)
@@ -255,12 +257,13 @@ def test_bad_options_are_refused_before_training(bundles, sheep_frames, tmp_path
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("parent", ["deeplabv3", "deeplabv3plus"])
-def test_cached_features_give_the_same_loss_terms_as_the_full_forward(parent, request, sheep_frames):
+@pytest.mark.parametrize("parent,aspp", [("deeplabv3", "trained"), ("deeplabv3plus", "trained"),
+                                         ("deeplabv3plus", "frozen")])
+def test_cached_features_give_the_same_loss_terms_as_the_full_forward(parent, aspp, request, sheep_frames):
     """With a frozen backbone, the cached path computes REMINDER's terms (pseudo-label CE,
     local POD, CSW-KD) exactly as the full forward of student and teacher on the batch, for
     either head (DeepLabV3+'s decoder reads a cached stride-4 stage), with the class weights
-    of the bundle's recipe."""
+    of the bundle's recipe, and with the ASPP's branches frozen and cached too."""
     import torch
 
     from reminder.bundle import open_bundle
@@ -285,7 +288,8 @@ def test_cached_features_give_the_same_loss_terms_as_the_full_forward(parent, re
                               device=device, recipe=manifest.model.get("recipe", {}))
     learner = make_learner(load_bundle_model(folder, manifest, device), 1, csw_kd=True,
                            old_prototypes=load_prototypes(folder / "prototypes.safetensors")["prototypes"],
-                           freeze_backbone=True, step=1, config=config, device=device)
+                           freeze_backbone=True, step=1, config=config, device=device,
+                           freeze_aspp=aspp == "frozen")
     learner.state.thresholds = compute_thresholds(learner.teacher, plain_loader(frames), device=device,
                                                   bins=config.pseudo_bins, floor=config.pseudo_floor,
                                                   num_all=17, mode=config.pseudo_thresholds)
@@ -306,6 +310,9 @@ def test_cached_features_give_the_same_loss_terms_as_the_full_forward(parent, re
     for name in full:
         assert float(cached[name]) == pytest.approx(float(full[name]), rel=1e-4, abs=1e-6), name
     assert float(full["csw_kd"]) > 0 and float(full["pod"]) > 0
+    trainable = {name.split(".")[0] + ("" if "convs" not in name else ".convs") for name, p in
+                 learner.student.named_parameters() if p.requires_grad}
+    assert ("aspp.convs" in trainable) == (aspp == "trained") and "aspp" in trainable and "backbone" not in trainable
 
 
 def test_a_deeplabv3plus_parent_is_updated_with_its_own_head_and_recipe(v3plus_bundle, sheep_frames, tmp_path):
