@@ -32,6 +32,9 @@ from pathlib import Path
 
 
 SHEEP = 17
+# variant -> the options it adds to `reminder update ... --freeze-backbone`
+VARIANTS = {"reminder_cached": [], "reminder_full_forward": ["--no-feature-cache"],
+            "reminder_cached_frozen_aspp": ["--freeze-aspp"]}
 
 
 def base_bundle(workdir: Path, args) -> Path:
@@ -78,6 +81,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Update seeds (paired variants).")
     parser.add_argument("--workdir", type=Path, default=None, help="Keep the step-0 run and frames here.")
+    parser.add_argument("--variants", nargs="+", default=["reminder_cached", "reminder_full_forward"],
+                        choices=sorted(VARIANTS), help="Update variants to run (each with every seed).")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,8 +91,8 @@ def main() -> None:
         bundle = base_bundle(workdir, args)
         frames = sheep_frames(workdir, args.size)
         variants = {}
-        cases = [(f"{name}_seed{seed}", [*extra, "--seed", str(seed)]) for seed in args.seeds
-                 for name, extra in (("reminder_cached", []), ("reminder_full_forward", ["--no-feature-cache"]))]
+        cases = [(f"{name}_seed{seed}", [*VARIANTS[name], "--seed", str(seed)]) for seed in args.seeds
+                 for name in args.variants]
         for name, extra in cases:
             out = workdir / f"update-{name}"
             command = [sys.executable, "-m", "reminder.cli", "update", str(bundle), "--images", str(frames / "images"),
@@ -99,12 +104,14 @@ def main() -> None:
             wall = time.perf_counter() - began
             if result.returncode != 0:
                 raise SystemExit(result.stderr)
-            report = json.loads((out / "manifest.json").read_text())["update"]
+            manifest = json.loads((out / "manifest.json").read_text())
+            report = manifest["update"]
             variants[name] = {"process_seconds": round(wall, 1), "update_seconds": report["seconds"],
                               "train_seconds": report["train_seconds"], "iterations": report["iterations"],
                               "peak_memory": report["peak_memory"], "new_iou_sheep": report["new_iou"]["sheep"],
                               "old_agreement": report["old_agreement"],
-                              "old_pixels_compared": report["old_pixels_compared"]}
+                              "old_pixels_compared": report["old_pixels_compared"],
+                              "onnx": manifest["artifacts"]["onnx"].get("written_from", "traced")}
         base_metrics = json.loads((workdir / "run" / "step0" / "metrics.json").read_text())
     print(json.dumps({
         "benchmark": "device_update", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
