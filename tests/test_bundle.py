@@ -61,6 +61,17 @@ def test_artifact_paths_must_be_plain_names_inside_the_bundle(bundle, path):
     (lambda m: m.pop("input"), "no 'input'"),
     (lambda m: m["files"]["checkpoint.safetensors"].pop("bytes"), "checkpoint.safetensors has no 'bytes'"),
     (lambda m: m.update(classes="all"), "'classes' must be a list"),
+    # values of the wrong type, which a reader would have met as a traceback further on
+    (lambda m: m["outputs"].update(names=5), "outputs.names must be a list of names"),
+    (lambda m: m["outputs"].update(kind="masks"), "outputs.kind must be 'labels' or 'logits'"),
+    (lambda m: m.update(step="one"), "'step' must be a whole number"),
+    (lambda m: m.update(step=-1), "'step' must be a whole number"),
+    (lambda m: m["input"].update(height="tall"), "'input' needs integer height and width"),
+    (lambda m: m["input"].update(width=10 ** 9), "'input' has size"),
+    (lambda m: m["input"].update(mean=[0.5]), "without 3 channels"),
+    (lambda m: m.update(parent={"version": 3}), "'parent' must be null or"),
+    (lambda m: m["classes"][1].update(id=7), "class ids must be 0.."),
+    (lambda m: m.update(model=[1]), "'model' must be an object"),
 ])
 def test_incomplete_manifests_get_one_line(bundle, change, message):
     manifest = _edit(bundle)

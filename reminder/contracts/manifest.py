@@ -168,11 +168,7 @@ class InputSpec:
                   resize: str = "letterbox") -> list[np.ndarray]:
         """RGB frames -> one ``(1, 3, h, w)`` input each, in order (parity, calibration and
         the INT8 gate feed images one at a time)."""
-        inputs: list[np.ndarray | None] = [None] * len(frames)
-        for i, frame in enumerate(frames):
-            [(_, batch, _)] = self.to_batch([frame], size=size, resize=resize)
-            inputs[i] = batch
-        return inputs
+        return [self.to_batch([frame], size=size, resize=resize)[0][1] for frame in frames]
 
 
 @dataclass(frozen=True)
@@ -244,8 +240,16 @@ class Manifest:
         outputs = data["outputs"]
         if outputs.get("kind") not in ("labels", "logits"):
             raise ReminderError(f"{where}: outputs.kind must be 'labels' or 'logits', got {outputs.get('kind')!r}")
-        self.outputs = OutputSpec(outputs["kind"], tuple(outputs.get("names") or ()),
-                                  str(outputs.get("label_dtype", "uint8")))
+        names = outputs.get("names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ReminderError(f"{where}: outputs.names must be a list of names")
+        self.outputs = OutputSpec(outputs["kind"], tuple(names), str(outputs.get("label_dtype", "uint8")))
+        step = data.get("step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise ReminderError(f"{where}: 'step' must be a whole number from 0, got {step!r}")
+        for key in ("model", "metrics", "quality", "tools"):
+            if not isinstance(data.get(key) or {}, dict):
+                raise ReminderError(f"{where}: {key!r} must be an object")
         for key in _SECTIONS:
             data.setdefault(key, {})
             if not isinstance(data[key], dict):
