@@ -285,5 +285,20 @@ def open_bundle(path: str | Path, workdir: str | Path | None = None) -> tuple[Pa
 
 
 def describe_bundle(manifest: Manifest) -> str:
-    """A few lines for ``reminder bundle inspect``."""
-    return manifest.describe()
+    """A few lines for ``reminder bundle inspect``: name, version, lineage, classes, artifacts
+    with their parity."""
+    lines = [f"{manifest.name} {manifest.version} (step {manifest.step}, {len(manifest.classes)} classes)"]
+    parent = manifest.parent
+    lines.append(f"parent: {parent.version} ({parent.manifest_sha256[:12]})" if parent else "parent: none")
+    lines.append("classes: " + ", ".join(manifest.class_names))
+    parity = manifest.parity
+    for fmt in manifest.formats:
+        artifact, result = manifest.artifact(fmt), parity.get(fmt, {})
+        agreement = f", parity {100 * result['pixel_agreement']:.3f}% pixels" if result else ""
+        lines.append(f"{fmt}: {artifact.path} ({artifact.bytes / 1e6:.1f} MB{agreement})")
+    for fmt, reason in manifest.skipped.items():
+        lines.append(f"{fmt}: skipped ({reason})")
+    metrics = manifest.metrics
+    if "all" in metrics:
+        lines.append(f"training metrics: all-mIoU {100 * metrics['all']:.2f}")
+    return "\n".join(lines)

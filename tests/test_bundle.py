@@ -72,6 +72,7 @@ def test_artifact_paths_must_be_plain_names_inside_the_bundle(bundle, path):
     (lambda m: m.update(parent={"version": 3}), "'parent' must be null or"),
     (lambda m: m["classes"][1].update(id=7), "class ids must be 0.."),
     (lambda m: m.update(model=[1]), "'model' must be an object"),
+    (lambda m: m["input"].update(profile={"min_shape": "x"}), "input.profile needs min_shape"),
 ])
 def test_incomplete_manifests_get_one_line(bundle, change, message):
     manifest = _edit(bundle)

@@ -89,7 +89,14 @@ class InputSpec:
             raise ReminderError(f"{where}: 'input' needs integer height and width, and numeric mean and std") from None
         if not (1 <= height <= 65536 and 1 <= width <= 65536) or len(mean) != 3 or len(std) != 3:
             raise ReminderError(f"{where}: 'input' has size {height}x{width} or a mean/std without 3 channels")
-        return cls(height, width, mean, std, data.get("sizes"), data.get("profile"))
+        profile = data.get("profile")
+        if profile is not None and not (isinstance(profile, dict) and all(
+                isinstance(profile.get(k), list) and len(profile[k]) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in profile[k])
+                for k in ("min_shape", "opt_shape", "max_shape"))):
+            raise ReminderError(f"{where}: input.profile needs min_shape, opt_shape and max_shape as [batch, "
+                                f"height, width] of positive whole numbers")
+        return cls(height, width, mean, std, data.get("sizes"), profile)
 
     def to_json(self) -> dict:
         data = {"height": self.height, "width": self.width, "layout": "NCHW", "dtype": "float32", "range": [0, 255],
@@ -378,21 +385,3 @@ class Manifest:
         """An INT8 model that missed its gate: skipped, with the gate's numbers."""
         self.skip("onnx-int8", reason)
         self._data["int8_refused"] = dict(result)
-
-    def describe(self) -> str:
-        """A few lines for people (``reminder bundle inspect``): name, version, lineage,
-        classes, artifacts with their parity."""
-        lines = [f"{self.name} {self.version} (step {self.step}, {len(self.classes)} classes)"]
-        parent = self.parent
-        lines.append(f"parent: {parent.version} ({parent.manifest_sha256[:12]})" if parent else "parent: none")
-        lines.append("classes: " + ", ".join(self.class_names))
-        for fmt in self.formats:
-            artifact, result = self.artifact(fmt), self._data["parity"].get(fmt, {})
-            agreement = f", parity {100 * result['pixel_agreement']:.3f}% pixels" if result else ""
-            lines.append(f"{fmt}: {artifact.path} ({artifact.bytes / 1e6:.1f} MB{agreement})")
-        for fmt, reason in self._data["skipped"].items():
-            lines.append(f"{fmt}: skipped ({reason})")
-        metrics = self._data.get("metrics") or {}
-        if "all" in metrics:
-            lines.append(f"training metrics: all-mIoU {100 * metrics['all']:.2f}")
-        return "\n".join(lines)
