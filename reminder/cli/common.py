@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import click
@@ -21,6 +22,7 @@ def option_words(message: str, command: click.Command | None, root: click.Comman
                   message)
 
 
+@functools.lru_cache(maxsize=None)  # every log line is translated: walk each command tree once
 def _options(root: click.Command | None) -> dict[str, str]:
     """Argument name (and option name, dashes as underscores) -> the longest flag, for every
     option of ``root`` and the commands under it."""

@@ -45,11 +45,14 @@ def _batch_norm_after(module: nn.Module, conv_name: str) -> tuple[str, nn.Module
     return None
 
 
-def _candidates(module: nn.Module, name: str) -> list[tuple[np.ndarray, set[str]]]:
-    """What initializer ``name`` may hold, computed from ``module``'s weights, each with the
-    weights it is made of: the weight as it is, and, where batch norm follows the
+def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(module.named_parameters()) | dict(module.named_buffers())
+
+
+def _candidates(module: nn.Module, params: dict[str, torch.Tensor], name: str) -> list[tuple[np.ndarray, set[str]]]:
+    """What initializer ``name`` may hold, computed from ``module``'s weights ``params``, each
+    with the weights it is made of: the weight as it is, and, where batch norm follows the
     convolution, its folded weight or bias."""
-    params = dict(module.named_parameters()) | dict(module.named_buffers())
     bias_of = name.endswith("weight_bias")
     base = name.removesuffix("_bias") if bias_of else name
     if base not in params:
@@ -83,20 +86,19 @@ def patched_onnx(parent_onnx: Path, parent: nn.Module, child: nn.Module, target:
     from onnx import numpy_helper
 
     model = onnx.load(str(parent_onnx))
-    child_params = dict(child.named_parameters()) | dict(child.named_buffers())
-    parent_params = dict(parent.named_parameters()) | dict(parent.named_buffers())
+    child_params, parent_params = _weights(child), _weights(parent)
     changed = {name for name, tensor in child_params.items()
                if name not in parent_params or parent_params[name].shape != tensor.shape
                or not torch.equal(parent_params[name], tensor)}
     covered: set[str] = set()
     for initializer in model.graph.initializer:
         value = numpy_helper.to_array(initializer)
-        index = next((i for i, (candidate, _) in enumerate(_candidates(parent, initializer.name))
+        index = next((i for i, (candidate, _) in enumerate(_candidates(parent, parent_params, initializer.name))
                       if candidate.shape == value.shape and np.allclose(candidate, value, rtol=RTOL, atol=ATOL)),
                      None)
         if index is None:
             continue  # a constant of the graph, not a weight
-        new, used = _candidates(child, initializer.name)[index]
+        new, used = _candidates(child, child_params, initializer.name)[index]
         if used & changed:
             initializer.CopyFrom(numpy_helper.from_array(new.astype(np.float32), initializer.name))
             covered |= used & changed

@@ -77,9 +77,9 @@ def smoke_test(folder: Path, manifest: Manifest, install_dir: Path) -> None:
     table = manifest.classes  # ids, names, colours: checked when the manifest was read
     names = table.names
     parent = manifest.parent
-    parent_dir = install_dir / "versions" / str(parent.version if parent else None)
-    if parent is not None and (parent_dir / "manifest.json").is_file():
-        table.check_extends(read_manifest(parent_dir).classes, what=f"its classes (parent {parent.version})")
+    if parent is not None and (install_dir / "versions" / parent.version / "manifest.json").is_file():
+        table.check_extends(read_manifest(install_dir / "versions" / parent.version).classes,
+                            what=f"its classes (parent {parent.version})")
     try:
         predictor = Predictor(folder)
         sample = folder / "sample.png"

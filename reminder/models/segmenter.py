@@ -85,6 +85,15 @@ class IncrementalSegmenter(nn.Module):
         features = self.aspp(out)
         return features if self.decoder is None else self.decoder(features, low)
 
+    def aspp_branches(self, out: torch.Tensor) -> torch.Tensor:
+        """The ASPP's five branches on the backbone's output, concatenated (before its projection)."""
+        return torch.cat([branch(out) for branch in self.aspp.convs], dim=1)
+
+    def head_from_branches(self, branches: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`head_features` from :meth:`aspp_branches`' output: the projection, then the decoder."""
+        features = self.aspp.project(branches)
+        return features if self.decoder is None else self.decoder(features, low)
+
     def forward_features(self, images: torch.Tensor) -> SegmenterOutput:
         """``images: (B, 3, H, W)`` normalised -> :class:`SegmenterOutput`."""
         stages, out = self.backbone(images)

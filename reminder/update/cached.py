@@ -103,9 +103,11 @@ def encode(learner, images: torch.Tensor, labels: torch.Tensor, *, device: torch
             stage_outputs, out = backbone(images[start:start + chunk].to(device))
             stages = len(stage_outputs)
             low = teacher.low_level(stage_outputs)
-            features = teacher.head_features(out, low)
-            if learner.frozen_aspp:  # what the frozen branches give, once: only the projection trains
-                out = torch.cat([branch(out) for branch in teacher.aspp.convs], dim=1)
+            if learner.frozen_aspp:  # the frozen branches' output is what the cache keeps: the projection trains
+                out = teacher.aspp_branches(out)
+                features = teacher.head_from_branches(out, low)
+            else:
+                features = teacher.head_features(out, low)
             lowres = teacher.classifier(features).float()
             out, features = out.float(), features.float()
             if low is not None:
@@ -137,11 +139,8 @@ def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str,
     labels = cache.labels[index].long()
     size = labels.shape[-2:]
     low = None if cache.low is None else cache.low[index]
-    if learner.frozen_aspp:  # the cache holds the ASPP branches' output
-        features = student.aspp.project(cache.backbone[index])
-        features = features if student.decoder is None else student.decoder(features, low)
-    else:
-        features = student.head_features(cache.backbone[index], low)
+    head = student.head_from_branches if learner.frozen_aspp else student.head_features  # what the cache holds
+    features = head(cache.backbone[index], low)
     lowres = student.classifier(features)
     teacher_lowres = cache.teacher_lowres[index]
     stand_ins = [labels.new_zeros((len(index), 1, 4, 4), dtype=torch.float32) for _ in range(cache.stages)]
