@@ -291,6 +291,7 @@ def _manifest(run, config, meta, step, module, name, version, parent, size: tupl
         outputs=OutputSpec(module.output, tuple(module.output_names), str(module.label_dtype).replace("torch.", "")),
         model={"backbone": meta["backbone"], "classes_per_step": meta["classes_per_step"],
                "head": meta.get("head", "deeplabv3"), "output_stride": meta.get("output_stride", 16),
+               "outputs": meta.get("outputs", "softmax"),
                "recipe": {"crop_mode": recipe.crop_mode, "class_weights": recipe.class_weights,
                           "crop_scale": list(recipe.crop_scale)},
                "dataset": meta["dataset"], "setting": meta["setting"], "method": meta["method"],

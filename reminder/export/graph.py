@@ -6,7 +6,12 @@ the manifest). Output, by ``output``:
 
 - ``"logits"``: ``logits`` float32 ``(B, K, H, W)``;
 - ``"labels"``: ``labels`` uint8 ``(B, H, W)`` (int32 above 256 classes) and
-  ``confidence`` float32 ``(B, H, W)``, the top softmax probability.
+  ``confidence`` float32 ``(B, H, W)``, the probability of the decision (the top softmax
+  probability; with per-class sigmoid outputs, the chosen class's sigmoid, or for
+  background one minus the highest class's).
+
+A model with sigmoid outputs carries its decision rule in its logits (channel 0 is the
+threshold, 0), so the graph, its labels and every runtime need no special case.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class ExportModule(nn.Module):
         logits = self.model(images * self.scale - self.shift)
         if self.output == "logits":
             return logits
+        if getattr(self.model, "outputs", "softmax") == "sigmoid":
+            return logits.argmax(dim=1).to(self.label_dtype), self.model.top_confidence(logits)
         # the top softmax probability is 1 / sum(exp(logits - max)): no full softmax, which
         # ONNX Runtime computes slowly over the channel axis (half the CPU time at 512 px)
         top, labels = logits.max(dim=1)

@@ -11,6 +11,9 @@ from torch import nn
 from reminder.errors import ReminderError
 
 
+INITS = ("mib", "aux", "default")
+
+
 class IncrementalClassifier(nn.Module):
     """``heads[t]`` scores the classes step t added; channel 0 is background.
 
@@ -46,13 +49,15 @@ class IncrementalClassifier(nn.Module):
         ``b_bg - log(num_new + 1)``. The background probability mass is then shared
         evenly by background and the new classes, and the probabilities of the old
         foreground classes are unchanged (their logits are bit-identical; the
-        background logit moves by ``-log(num_new + 1)``). ``init="default"`` keeps
-        PyTorch's random initialisation and leaves every old logit bit-identical.
+        background logit moves by ``-log(num_new + 1)``). ``init="aux"`` (DKD's, for sigmoid
+        outputs): the new classes copy channel 0, the auxiliary classifier, weights and bias;
+        every old logit stays bit-identical. ``init="default"`` keeps PyTorch's random
+        initialisation and leaves every old logit bit-identical.
         """
         if not isinstance(num_new, int) or num_new < 1:
             raise ReminderError(f"add_classes needs a positive number of classes, got {num_new!r}")
-        if init not in ("mib", "default"):
-            raise ReminderError(f"unknown head initialisation {init!r}; expected mib or default")
+        if init not in INITS:
+            raise ReminderError(f"unknown head initialisation {init!r}; expected one of {', '.join(INITS)}")
         reference = self.heads[0]
         head = nn.Conv2d(self.in_channels, num_new, 1).to(reference.weight.device, reference.weight.dtype)
         if init == "mib":
@@ -60,6 +65,9 @@ class IncrementalClassifier(nn.Module):
             head.weight.copy_(reference.weight[0:1].expand_as(head.weight))
             head.bias.fill_(shifted_bias.item())
             reference.bias[0] = shifted_bias
+        elif init == "aux":
+            head.weight.copy_(reference.weight[0:1].expand_as(head.weight))
+            head.bias.fill_(reference.bias[0].item())
         start = self.num_classes
         self.heads.append(head)
         return range(start, start + num_new)
@@ -71,3 +79,25 @@ class IncrementalClassifier(nn.Module):
         conv.weight.copy_(torch.cat([h.weight for h in self.heads]))
         conv.bias.copy_(torch.cat([h.bias for h in self.heads]))
         return conv
+
+    @torch.no_grad()
+    def convert(self, outputs: str) -> None:
+        """Rewrite the weights for ``outputs`` (``sigmoid`` or ``softmax``) with the same predictions.
+
+        To sigmoid: each class's logit becomes its softmax logit minus the background's
+        (``z_c - z_0 > 0`` exactly where class c beats background), and channel 0 becomes an
+        auxiliary classifier with weights 0 and bias ``-log(K - 1)`` (a probability of 1/K for
+        the classes it will initialise). To softmax: channel 0 becomes the constant 0 that
+        the sigmoid rule compares the classes with.
+        """
+        if outputs not in ("sigmoid", "softmax"):
+            raise ReminderError(f"unknown outputs {outputs!r}; expected sigmoid or softmax")
+        first = self.heads[0]
+        background_weight, background_bias = first.weight[0].clone(), first.bias[0].clone()
+        if outputs == "sigmoid":
+            for index, head in enumerate(self.heads):
+                start = 1 if index == 0 else 0
+                head.weight[start:] -= background_weight
+                head.bias[start:] -= background_bias
+        first.weight[0].zero_()
+        first.bias[0] = -math.log(max(self.num_classes - 1, 1)) if outputs == "sigmoid" else 0.0

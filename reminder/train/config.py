@@ -67,6 +67,13 @@ class TrainConfig:
     lwf_weight: float = 10.0
     ewc_weight: float = 500.0
     ablation_kd_weight: float = 0.5
+    # DKD (docs/training.md, "DKD"): the loss weights and mBCE's weight of positives
+    dkd_kd_weight: float = 5.0
+    dkd_regulator_weight: float = 5.0  # each of the positive and negative terms
+    dkd_ac_weight: float = 1.0
+    bce_pos_weight: float = 1.0
+    bce_pos_weight_step0: float = 1.0
+    head_lr_factor: float = 1.0  # the ASPP, decoder and classifier learn at lr x this
     # machinery
     seed: int = 0
     device: str = "auto"
@@ -141,6 +148,27 @@ REMINDER_PRESETS: dict[tuple[str, str], dict] = {
     ("ade", "100-50"): {"batch_size": 10, "lr_next": 0.0008},  # reminder_100-50.sh: step 1 at LR 0.0008
 }
 
+# DKD's launch scripts (docs/training.md, "DKD"): SGD at lr on the backbone and 10x on the
+# rest, batch norm frozen after step 0, mBCE's positives weighted 2 at VOC's step 0 and 35 on ADE.
+DKD_METHODS = ("dkd", "dkd+csw")
+DKD_PRESETS: dict[str, dict] = {
+    "voc": {"batch_size": 32, "epochs": 60, "lr": 0.001, "epochs_next": 60, "lr_next": 0.0001,
+            "head_lr_factor": 10.0, "bce_pos_weight_step0": 2.0},
+    "ade": {"batch_size": 24, "epochs": 100, "lr": 0.0025, "epochs_next": 100, "lr_next": 0.00025,
+            "head_lr_factor": 10.0, "bce_pos_weight_step0": 35.0, "bce_pos_weight": 35.0},
+    # the small presets: their schedules with DKD's learning rates relative to PLOP's (dkd_schedule)
+    "synthvoc": {"bce_pos_weight_step0": 2.0},
+    "custom": {"bce_pos_weight_step0": 2.0},
+}
+
+
+def dkd_schedule(preset: dict) -> dict:
+    """A preset's learning rates as DKD's scripts set them against PLOP's on VOC: the
+    backbone at a tenth, the rest at the same rate (``head_lr_factor`` 10). DKD's loss sums
+    a binary cross-entropy per class, so it needs the lower rate (at PLOP's it diverges)."""
+    scaled = {k: preset[k] / 10 for k in ("lr", "lr_next") if k in preset}
+    return preset | scaled | {"head_lr_factor": 10.0}
+
 
 def _canonical_setting(setting: str) -> str:
     """PLOP's ``N-Ms`` (N classes, then M single-class steps) is ``N-1``."""
@@ -163,6 +191,9 @@ def resolve_config(*, dataset: str, root: str | Path, setting: str, method: str,
     if method in REMINDER_METHODS:
         values.update(REMINDER_PRESETS.get((family, _canonical_setting(setting)),
                                            REMINDER_PRESETS.get((family, "*"), {})))
+    if method in DKD_METHODS:
+        values = values if family in ("voc", "ade") else dkd_schedule(values)
+        values.update(DKD_PRESETS.get(family, {}))
     if method == "joint":
         setting = "offline"
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -178,7 +209,7 @@ def resolve_config(*, dataset: str, root: str | Path, setting: str, method: str,
 # lower bounds of numeric options: a value below is refused before anything runs
 _MINIMUM = {"epochs": 1, "epochs_next": 1, "batch_size": 1, "crop_size": 16, "eval_size": 16, "eval_batch_size": 1,
             "max_iterations": 1, "workers": 0, "eval_every": 0}
-_POSITIVE = ("lr", "lr_next")
+_POSITIVE = ("lr", "lr_next", "head_lr_factor", "bce_pos_weight", "bce_pos_weight_step0")
 
 
 def _check_values(values: dict) -> None:

@@ -19,8 +19,8 @@ from typing import Callable
 
 from reminder.errors import ReminderError
 from reminder.train.checkpoint import completed_steps
-from reminder.train.config import (RESUMABLE_FIELDS, TrainConfig, _check_values, check_resume, load_config,
-                                   resolve_config)
+from reminder.train.config import (DKD_METHODS, RESUMABLE_FIELDS, TrainConfig, _check_values, check_resume,
+                                   dkd_schedule, load_config, resolve_config)
 
 DEFAULT_BACKBONE = "mobilenet_v3_large"
 # per backbone: crop, batch, step-0 learning rate, and iterations of step 0 (later steps: half)
@@ -108,6 +108,8 @@ def resolve_custom_config(data: str | Path, out: str | Path, *, method: str = "r
     backbone = given.get("backbone", DEFAULT_BACKBONE)
     count, side = _step_size([path], 0, out / "cache")
     preset = custom_preset(count, backbone, min_side=side)
+    if method in DKD_METHODS:
+        preset = dkd_schedule(preset)
     return resolve_config(dataset="custom", root=Path(path).parent, setting="custom", method=method, out=out,
                           data=(path,), **(preset | given))
 
@@ -156,6 +158,8 @@ def increment_config(run: str | Path, data: str | Path, *, method: str | None = 
     count, side = _step_size(data_paths, keep, run / "cache")
     base = {k: v for k, v in given.items() if k in RESUMABLE_FIELDS}
     step_options = custom_preset(count, saved.backbone, min_side=side, next_step=True)
+    if (method or "reminder") in DKD_METHODS:
+        step_options = dkd_schedule(step_options)
     step_options |= {"method": method or "reminder"} | {k: v for k, v in given.items() if k not in RESUMABLE_FIELDS}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(step_options) - known)

@@ -97,7 +97,7 @@ class Engine:
                 break
             step_lr = poly_lr(self.lr, self.iteration, self.total, self.lr_power)
             for group in self.optimizer.param_groups:
-                group["lr"] = step_lr
+                group["lr"] = step_lr * group.get("lr_factor", 1.0)
             terms = terms_of(batch)
             check_finite(terms, self.step, self.iteration)
             self._update(terms["loss"])

@@ -342,6 +342,26 @@ def csw_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: t
     the ranks' mean equals the global-batch loss. Every rank must call it.
     """
     num_old, num_all = teacher_logits.shape[1], student_logits.shape[1]
+    weighted = similarity_weights(features, labels, old_prototypes, num_old=num_old, num_all=num_all,
+                                  delta=delta, reduce=reduce)
+    if weighted is None:
+        return student_logits.sum() * 0.0
+    new_pixels, pixel_weights, scale = weighted
+    with torch.no_grad():
+        teacher = (teacher_logits.permute(0, 2, 3, 1)[new_pixels].float() / temperature).softmax(dim=1)
+        target = teacher * pixel_weights
+    student = student_logits.permute(0, 2, 3, 1)[new_pixels][:, :num_old].float()
+    log_student = F.log_softmax(student / temperature, dim=1)
+    return temperature ** 2 * -(target * log_student).sum() * scale
+
+
+def similarity_weights(features: torch.Tensor, labels: torch.Tensor, old_prototypes: torch.Tensor, *,
+                       num_old: int, num_all: int, delta: float = 0.0, reduce=None, first_old: int = 0):
+    """CSW-KD's weights: ``(new_pixels (B, H, W), weights (N, num_old - first_old), scale)``,
+    or None when the batch has no pixel of a new class. A new class's prototype is the mean
+    of its pixels' features (no gradient); its weights are the softmax of its cosine with the
+    old prototypes ``first_old..num_old-1``, those below ``delta / count`` set to 0. ``scale``
+    (``world / pixels``) turns a sum over the new pixels into the global batch's mean."""
     new_pixels = (labels >= num_old) & (labels != IGNORE_INDEX)
     with torch.no_grad():
         new_classes = torch.arange(num_old, num_all, device=labels.device)
@@ -352,18 +372,13 @@ def csw_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: t
             sums, counts, world = packed[:sums.numel()].view_as(sums), packed[sums.numel():-1], packed[-1:]
         total_pixels = counts.sum()
     if not bool(new_pixels.any()) or total_pixels.item() == 0:
-        return student_logits.sum() * 0.0
+        return None
     with torch.no_grad():
         prototypes = sums / counts.clamp(min=1)[:, None]
-        old = F.normalize(old_prototypes.float().to(prototypes.device), dim=1)
+        old = F.normalize(old_prototypes[first_old:num_old].float().to(prototypes.device), dim=1)
         weights = (F.normalize(prototypes, dim=1) @ old.t()).softmax(dim=1)  # (K_new, K_old)
-        weights = torch.where(weights < delta / num_old, torch.zeros_like(weights), weights)
-        pixel_weights = weights[labels[new_pixels] - num_old]  # (N, K_old)
-        teacher = (teacher_logits.permute(0, 2, 3, 1)[new_pixels].float() / temperature).softmax(dim=1)
-        target = teacher * pixel_weights
-    student = student_logits.permute(0, 2, 3, 1)[new_pixels][:, :num_old].float()
-    log_student = F.log_softmax(student / temperature, dim=1)
-    return temperature ** 2 * -(target * log_student).sum() * world[0] / total_pixels
+        weights = torch.where(weights < delta / old.shape[0], torch.zeros_like(weights), weights)
+        return new_pixels, weights[labels[new_pixels] - num_old], (world[0] / total_pixels).item()
 
 
 def ewc_penalty(parameters: dict[str, torch.Tensor], anchors: dict[str, torch.Tensor],

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from reminder.models.segmenter import SegmenterOutput
+from reminder.train import dkd as D
 from reminder.train import losses as L
 from reminder.train.config import TrainConfig
 
@@ -69,6 +70,10 @@ class Method:
     prototypes: bool = False  # needs old prototypes
     fisher: bool = False  # needs the Fisher information of the previous step
     single_step: bool = False  # all classes at once (joint)
+    outputs: str = "softmax"  # the model's outputs: softmax, or one sigmoid per class (DKD)
+    head_init: str = "mib"  # how a step's new classes start (IncrementalClassifier.add_classes)
+    freeze_bn: bool = False  # batch norm keeps its statistics after step 0
+    step0: "Method | None" = None  # step 0's terms (None: plain cross-entropy)
 
     @property
     def needs_teacher_outputs(self) -> bool:
@@ -129,6 +134,57 @@ def _ewc(x: StepInputs) -> torch.Tensor:
     return L.ewc_penalty(x.ewc["parameters"], x.ewc["anchors"], x.ewc["fisher"])
 
 
+def _mbce(pos_weight: float, *, step0: bool = False) -> Callable[[StepInputs], torch.Tensor]:
+    def compute(x: StepInputs) -> torch.Tensor:
+        return D.multilabel_bce(x.student.logits.float(), x.labels, first=1 if step0 else x.num_old,
+                                pos_weight=pos_weight)
+    return compute
+
+
+def _sigmoid_kd(x: StepInputs) -> torch.Tensor:
+    return D.sigmoid_kd(x.student.logits.float(), x.teacher_logits, num_old=x.num_old)
+
+
+def _regulator(index: int) -> Callable[[StepInputs], torch.Tensor]:
+    def compute(x: StepInputs) -> torch.Tensor:
+        if "regulators" not in x.cache:
+            x.cache["regulators"] = D.decomposed_kd(x.student.features, x.student.weight, x.teacher.features,
+                                                    x.teacher.weight, num_old=x.num_old)
+        return x.cache["regulators"][index]
+    return compute
+
+
+def _aux(x: StepInputs) -> torch.Tensor:
+    return D.auxiliary_negative(x.student.lowres_logits[:, :1].float())
+
+
+def _csw_sigmoid(config: TrainConfig) -> Callable[[StepInputs], torch.Tensor]:
+    def compute(x: StepInputs) -> torch.Tensor:
+        return D.csw_sigmoid_kd(x.student.logits, x.teacher_logits, x.labels, x.student.features, x.old_prototypes,
+                                temperature=config.csw_temperature, delta=config.csw_delta, reduce=x.reduce)
+    return compute
+
+
+def _dkd_methods(config: TrainConfig) -> dict[str, Method]:
+    """DKD (and DKD with CSW-KD): per-class sigmoid outputs, docs/training.md "DKD"."""
+    aux = Term("ac", config.dkd_ac_weight, _aux, uses_teacher=False)
+    step0 = Method("dkd-step0", (Term("mbce", 1.0, _mbce(config.bce_pos_weight_step0, step0=True),
+                                      uses_teacher=False), aux), outputs="sigmoid")
+    terms = (Term("mbce", 1.0, _mbce(config.bce_pos_weight), uses_teacher=False),
+             Term("kd", config.dkd_kd_weight, _sigmoid_kd),
+             Term("dkd_pos", config.dkd_regulator_weight, _regulator(0)),
+             Term("dkd_neg", config.dkd_regulator_weight, _regulator(1)), aux)
+    like = {"outputs": "sigmoid", "head_init": "aux", "freeze_bn": True, "step0": step0}
+    return {"dkd": Method("dkd", terms, **like),
+            "dkd+csw": Method("dkd+csw", terms + (Term("csw_kd", config.csw_weight, _csw_sigmoid(config)),),
+                              prototypes=True, **like)}
+
+
+def step0_method(method: Method) -> Method:
+    """The terms of step 0 for a run of ``method``."""
+    return method.step0 or STEP0_METHOD
+
+
 def build_method(name: str, config: TrainConfig) -> Method:
     """The method ``name`` with the loss weights of ``config``."""
     ce = Term("ce", 1.0, _ce, uses_teacher=False)
@@ -150,10 +206,10 @@ def build_method(name: str, config: TrainConfig) -> Method:
                               **plop_like),
         "reminder-unkd": Method("reminder-unkd", plop_terms + (Term("unkd", config.ablation_kd_weight, _unkd),),
                                 **plop_like),
-    }
+    } | _dkd_methods(config)
     return table[name]
 
 
 METHOD_NAMES = ("finetune", "joint", "ewc", "lwf-mc", "ilt", "mib", "plop", "reminder",
-                "reminder-kd", "reminder-unkd")
+                "reminder-kd", "reminder-unkd", "dkd", "dkd+csw")
 STEP0_METHOD = Method("step0", (Term("ce", 1.0, _ce, uses_teacher=False),))

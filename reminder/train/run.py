@@ -39,7 +39,7 @@ from reminder.train.history import History
 from reminder.train.loaders import make_loader, resolve_device, seed_everything  # noqa: F401 (public here too)
 from reminder.train.distributed import init_distributed
 from reminder.train.evaluate import confusion_matrix, step_metrics
-from reminder.train.methods import STEP0_METHOD, build_method
+from reminder.train.methods import build_method, step0_method
 from reminder.train.results import collect_steps, read_results, write_results  # noqa: F401 (public here too)
 from reminder.train.prototypes import compute_prototypes, load_prototypes, merge_prototypes, save_prototypes
 from reminder.train.step import ForwardFeatures, StepState, compute_thresholds, estimate_fisher, freeze, train_increment
@@ -140,12 +140,14 @@ class ScenarioRunner:
             if step == 0:
                 model = build_segmenter(config.backbone, num_classes=scenario.classes_per_step()[0],
                                         weights_backbone=config.weights_backbone, head=config.head,
-                                        output_stride=config.output_stride).to(self.device)
-            else:
-                model, _ = load_model(self.step_dir(step - 1), self.device)
-                model.add_classes(scenario.classes_per_step()[step])
+                                        output_stride=config.output_stride,
+                                        outputs=self.method.outputs).to(self.device)
+            else:  # a previous step with the other outputs is converted, its predictions unchanged
+                model = load_model(self.step_dir(step - 1), self.device)[0].convert_outputs(self.method.outputs)
+                model.add_classes(scenario.classes_per_step()[step], init=self.method.head_init)
                 if self.method.needs_teacher_outputs or self.method.fisher:  # EWC anchors on its weights
-                    state.teacher = freeze(load_model(self.step_dir(step - 1), self.device)[0])
+                    teacher = load_model(self.step_dir(step - 1), self.device)[0]
+                    state.teacher = freeze(teacher.convert_outputs(self.method.outputs))
             stats = self._train(model, state)
             if self.dist.is_main:
                 save_model(step_dir, model, self.meta(step))
@@ -170,7 +172,7 @@ class ScenarioRunner:
 
     def _train(self, model, state: StepState) -> dict:
         config, step = self.config, state.step
-        method = self.method if step > 0 else STEP0_METHOD
+        method = self.method if step > 0 else step0_method(self.method)
         loader = self.train_loader(step)
         state.class_weights = step_class_weights(loader.dataset, self.scenario.num_seen(step), config.class_weights,
                                                  self.device)

@@ -147,7 +147,7 @@ def train_increment(model: nn.Module, method: Method, loader, state: StepState, 
             engine.epoch = epoch
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
-            set_train_mode(model, freeze_bn=config.freeze_bn)
+            set_train_mode(model, freeze_bn=config.freeze_bn or (method.freeze_bn and state.step > 0))
             for batch in loader:
                 if engine.iteration >= total:  # ends mid-epoch: that epoch is still validated
                     break
@@ -232,9 +232,19 @@ def forward_terms(model: nn.Module, method: Method, images: torch.Tensor, labels
 
 
 def make_optimizer(model: nn.Module, lr: float, config: TrainConfig) -> torch.optim.SGD:
-    """SGD with Nesterov momentum and weight decay, as the reference code."""
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                           momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+    """SGD with Nesterov momentum and weight decay, as the reference code; with
+    ``config.head_lr_factor`` the parameters after the backbone learn at ``lr`` times it."""
+    factor = getattr(config, "head_lr_factor", 1.0)
+    if factor == 1.0:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    else:
+        core = unwrap(model)
+        backbone = {id(p) for p in core.backbone.parameters()}
+        trainable = [p for p in core.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) in backbone]},
+                  {"params": [p for p in trainable if id(p) not in backbone], "lr": lr * factor, "lr_factor": factor}]
+        groups = [g for g in groups if g["params"]]
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
 
 
 def _student_forward(model, core, compiled, images, dist: DistContext):

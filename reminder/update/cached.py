@@ -141,13 +141,14 @@ def cached_terms(learner, cache: FeatureCache, index: torch.Tensor) -> dict[str,
     low = None if cache.low is None else cache.low[index]
     head = student.head_from_branches if learner.frozen_aspp else student.head_features  # what the cache holds
     features = head(cache.backbone[index], low)
-    lowres = student.classifier(features)
+    lowres = student.classify(features)
     teacher_lowres = cache.teacher_lowres[index]
     stand_ins = [labels.new_zeros((len(index), 1, 4, 4), dtype=torch.float32) for _ in range(cache.stages)]
     student_out = SegmenterOutput(F.interpolate(lowres, size=size, mode="bilinear", align_corners=False), lowres,
-                                  features, stand_ins)
+                                  features, stand_ins, student.classifier_weight())
     # the methods read the teacher's low-res logits (upsampled once, in StepInputs), never its full-size ones
-    teacher_out = SegmenterOutput(teacher_lowres, teacher_lowres, cache.teacher_features[index], stand_ins)
+    teacher_out = SegmenterOutput(teacher_lowres, teacher_lowres, cache.teacher_features[index], stand_ins,
+                                  learner.teacher.classifier_weight())
     inputs = StepInputs(None, labels, student_out, teacher_out, num_old=state.num_old,
                         num_seen=student.num_classes, thresholds=state.thresholds,
                         old_prototypes=state.old_prototypes, pseudo_mode=learner.config.pseudo_thresholds,

@@ -5,9 +5,10 @@ The steps of :func:`update_bundle`, one function each:
 1. check the request and open (verify) the parent bundle;
 2. read the frames and masks (:mod:`reminder.update.frames`), hold some out;
 3. make the learner: the bundle's model as the frozen teacher, a student with the new
-   classes (MiB initialisation), REMINDER's method and the bundle's stored prototypes;
-4. train with cross-entropy on PLOP's entropy pseudo-labels, local POD and CSW-KD
-   (:mod:`reminder.update.training`);
+   classes (initialised as the bundle's method does), the bundle's method (REMINDER, or DKD for
+   a DKD bundle) and the bundle's stored prototypes;
+4. train with the method's terms (REMINDER: cross-entropy on PLOP's entropy pseudo-labels,
+   local POD and CSW-KD) (:mod:`reminder.update.training`);
 5. compute the new classes' prototypes and append them to the bank;
 6. measure the quality: new-class IoU on held-out frames, old-class agreement with the
    parent (:mod:`reminder.update.quality`);
@@ -19,6 +20,7 @@ This room imports torch: it runs where PyTorch is installed (JetPack ships it).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import tempfile
 import time
@@ -35,8 +37,8 @@ from reminder.errors import ReminderError
 from reminder.update.frames import NewClass, class_colors, parse_class, read_frames, split_holdout
 from reminder.update.quality import measure_quality, peak_memory_mb
 from reminder.update.reexport import child_manifest, export_child
-from reminder.update.training import (load_bundle_model, load_prototype_bank, make_learner, out_of_memory,
-                                      plain_loader, train_on_frames)
+from reminder.update.training import (bundle_method, load_bundle_model, load_prototype_bank, make_learner,
+                                      out_of_memory, plain_loader, train_on_frames)
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,10 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
     bank = load_prototype_bank(folder, parent, num_old, required=options.csw_kd)  # 3. the learner
     config = _training_config(options, images=Path(images), out=out, crop=crop, lr=lr, amp=amp, device=device,
                               recipe=parent.model.get("recipe") or {})
+    method = bundle_method(parent.model, csw_kd=options.csw_kd)
+    config = dataclasses.replace(config, method=method)
     learner = make_learner(load_bundle_model(folder, parent, device), len(classes), csw_kd=options.csw_kd,
+                           method=method,
                            old_prototypes=bank["prototypes"] if options.csw_kd else None,
                            freeze_backbone=options.freeze_backbone, freeze_aspp=options.freeze_aspp,
                            step=(parent.step or 0) + 1,
@@ -228,7 +233,7 @@ def _update_bundle(bundle, *, images, masks, classes, out, options: UpdateOption
               "peak_memory": memory, "losses": outcome.mean_terms, "frames": len(frames),
               "train_frames": len(train_frames), "device": str(device), "amp": amp, "lr": lr,
               "options": {k: v for k, v in asdict(options).items() if k not in ("formats", "version")},
-              "method": "reminder" if options.csw_kd else "plop (no CSW-KD)"}
+              "method": method}
 
     new_bank = merge_prototypes(bank, new_ids, prototypes, counts, len(table))  # 7. the new bundle
     manifest = child_manifest(parent, folder, table, classes, report, options.version)

@@ -56,8 +56,7 @@ def measure_quality(student, teacher, frames: Sequence[Frame], num_classes: int,
         image, labels = FrameDataset([frame], transform)[0]
         image = image[None].to(device)
         teacher_logits = teacher(image).float()
-        probabilities = teacher_logits.softmax(1)
-        top, parent = probabilities.max(1)
+        top, parent = teacher.top_confidence(teacher_logits), teacher_logits.argmax(1)
         child = student(image).argmax(1)
         labelled_new = torch.isin(labels[None].to(device), torch.as_tensor(list(new_ids), device=device))
         mask = (parent > 0) & (top >= confidence) & ~labelled_new

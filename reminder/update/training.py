@@ -60,23 +60,35 @@ class Learner:
     frozen_aspp: bool = False  # the ASPP's branches are frozen: only its projection trains
 
 
+def bundle_method(model: dict, *, csw_kd: bool) -> str:
+    """The method an update of a bundle learns with: the one its manifest's ``model`` records
+    (``method``, or sigmoid ``outputs``): DKD for a DKD bundle, else REMINDER; without CSW-KD,
+    DKD alone or PLOP."""
+    recorded = str(model.get("method", "")).split(",")[0].strip()
+    if recorded in ("dkd", "dkd+csw") or model.get("outputs") == "sigmoid":
+        return "dkd+csw" if csw_kd else "dkd"
+    return "reminder" if csw_kd else "plop"
+
+
 def make_learner(teacher: torch.nn.Module, num_new: int, *, csw_kd: bool, old_prototypes: torch.Tensor | None,
                  freeze_backbone: bool, step: int, config, device: torch.device,
-                 freeze_aspp: bool = False) -> Learner:
-    """A student copied from the (frozen) teacher with ``num_new`` classes (MiB init)."""
+                 freeze_aspp: bool = False, method: str | None = None) -> Learner:
+    """A student copied from the (frozen) teacher with ``num_new`` classes, initialised as
+    ``method`` starts new classes (``reminder``/``plop`` when None, by ``csw_kd``); a teacher
+    with the other outputs is converted first, its predictions unchanged."""
     from reminder.train.methods import build_method
     from reminder.train.step import StepState, freeze
 
-    teacher = freeze(teacher)
+    method = build_method(method or ("reminder" if csw_kd else "plop"), config)
+    teacher = freeze(teacher.convert_outputs(method.outputs))
     student = copy.deepcopy(teacher)
     student.requires_grad_(True)
-    student.add_classes(num_new)
+    student.add_classes(num_new, init=method.head_init)
     student.to(device)
     if freeze_backbone:
         student.backbone.requires_grad_(False)
     if freeze_aspp:
         student.aspp.convs.requires_grad_(False)
-    method = build_method("reminder" if csw_kd else "plop", config)
     num_old = student.num_classes - num_new
     state = StepState(step=step, num_old=num_old, teacher=teacher)
     if csw_kd:

@@ -97,7 +97,7 @@ def test_cli_update_with_a_time_budget(bundles, sheep_frames, tmp_path):
     assert manifest["classes"][-1] == {"id": 16, "name": "lamb", "color": [128, 64, 0]}
     report = manifest["update"]
     assert report["stopped_by"] == "time budget" and 0 < report["iterations"] < 100000
-    assert report["method"] == "plop (no CSW-KD)"
+    assert report["method"] == "plop"
     assert "new class lamb: IoU" in result.output and "new bundle:" in result.output
 
 
