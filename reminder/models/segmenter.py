@@ -124,14 +124,8 @@ class IncrementalSegmenter(nn.Module):
         return torch.cat([head.weight.flatten(1) for head in self.classifier.heads])
 
     def top_confidence(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(B, H, W)`` the probability of each pixel's decision, from :meth:`forward`'s logits:
-        the top softmax probability, or with sigmoid outputs the chosen class's sigmoid (for
-        background, one minus the highest class's), written without a full softmax, which ONNX
-        Runtime computes slowly over the channel axis."""
-        if self.outputs == "sigmoid":
-            return torch.sigmoid(logits[:, 1:].max(dim=1).values.abs())
-        top = logits.max(dim=1).values
-        return 1.0 / torch.exp(logits - top.unsqueeze(1)).sum(dim=1)
+        """:func:`top_confidence` of :meth:`forward`'s logits, by this model's outputs."""
+        return top_confidence(logits, self.outputs)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images: (B, 3, H, W)`` normalised -> ``logits: (B, K, H, W)`` whose argmax is the
@@ -161,6 +155,17 @@ class IncrementalSegmenter(nn.Module):
         conv = self.classifier.fused()
         fused.classifier.heads = nn.ModuleList([conv])
         return fused
+
+
+def top_confidence(logits: torch.Tensor, outputs: str = "softmax") -> torch.Tensor:
+    """``(B, H, W)`` the probability of each pixel's decision, from a model's ``(B, K, H, W)``
+    logits: the top softmax probability, or with sigmoid ``outputs`` the chosen class's
+    sigmoid (for background, one minus the highest class's). Written without a full
+    softmax, which ONNX Runtime computes slowly over the channel axis."""
+    if outputs == "sigmoid":
+        return torch.sigmoid(logits[:, 1:].max(dim=1).values.abs())
+    top = logits.max(dim=1).values
+    return 1.0 / torch.exp(logits - top.unsqueeze(1)).sum(dim=1)
 
 
 def build_segmenter(backbone: str, *, num_classes: int | Sequence[int],

@@ -39,6 +39,7 @@ def measure_quality(student, teacher, frames: Sequence[Frame], num_classes: int,
     (:func:`old_class_losses`): its IoU before and after where the held-out frames label it,
     else the share of the parent's pixels of it that keep their label, at any confidence."""
     from reminder.data.transforms import eval_transform
+    from reminder.models.segmenter import top_confidence
     from reminder.train.metrics import ConfusionMatrix
 
     transform = eval_transform(None)
@@ -56,7 +57,7 @@ def measure_quality(student, teacher, frames: Sequence[Frame], num_classes: int,
         image, labels = FrameDataset([frame], transform)[0]
         image = image[None].to(device)
         teacher_logits = teacher(image).float()
-        top, parent = teacher.top_confidence(teacher_logits), teacher_logits.argmax(1)
+        top, parent = top_confidence(teacher_logits, getattr(teacher, "outputs", "softmax")), teacher_logits.argmax(1)
         child = student(image).argmax(1)
         labelled_new = torch.isin(labels[None].to(device), torch.as_tensor(list(new_ids), device=device))
         mask = (parent > 0) & (top >= confidence) & ~labelled_new
