@@ -15,8 +15,8 @@ def main() -> None:
     """Continual semantic segmentation (REMINDER, CVPR 2022) from training to devices."""
 
 
-for command in (demo.demo, data.data, train.train, train.increment, train.eval_, train.report, export.export,
-                export.bundle,
+for command in (demo.demo, data.data, train.train, train.increment, train.compare, train.eval_, train.report,
+                export.export, export.bundle,
                 run.run_command, run.bench_command, update.update_command, fleet.fleet):
     main.add_command(command)
 

@@ -11,7 +11,8 @@ from reminder.cli.common import parse_eval_size, parse_order, parse_overrides, s
 from reminder.errors import ReminderError
 
 
-METHODS = ["finetune", "joint", "ewc", "lwf-mc", "ilt", "mib", "plop", "reminder", "reminder-kd", "reminder-unkd"]
+METHODS = ["finetune", "joint", "ewc", "lwf-mc", "ilt", "mib", "plop", "reminder", "reminder-kd", "reminder-unkd",
+           "dkd", "dkd+csw"]
 
 
 def training_options(command):
@@ -150,8 +151,9 @@ def _final_line(results: dict, out: Path) -> None:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", "data", type=click.Path(path_type=Path), required=True,
               help="Dataset YAML of the new step: the run's classes first (same ids), then the new ones.")
-@click.option("--method", type=click.Choice([m for m in METHODS if m != "joint"]), default="reminder",
-              show_default=True)
+@click.option("--method", type=click.Choice([m for m in METHODS if m != "joint"] + ["auto"]), default="reminder",
+              show_default=True, help="auto: compare reminder, dkd and mib on held-out data and keep the best "
+                                      "(as `reminder compare` with its defaults).")
 @click.option("--redo", is_flag=True,
               help="Train the last step (the one --data added) again with these options; the old step is kept "
                    "until the new one completes.")
@@ -166,6 +168,14 @@ def increment(run: Path, data: Path, method: str, redo: bool, **values) -> None:
     from reminder.train.run import train_scenario
 
     _threads(values.pop("threads"))
+    if method == "auto":
+        if redo:
+            raise ReminderError("--method auto chooses the method of a new step; --redo trains a step again with one")
+        from reminder.train.compare import compare_methods
+
+        compare_methods(run, data, progress=not values["quiet"], log=say, **_common(values))
+        _final_line(read_results(run), run)
+        return
     if redo:
         from reminder.train.redo import redo_last_step
 
@@ -180,6 +190,37 @@ def increment(run: Path, data: Path, method: str, redo: bool, **values) -> None:
         results = train_scenario(config, progress=not values["quiet"], log=say,
                                  on_step=_exporter(config.export_each_step))
     _final_line(results, run)
+
+
+@click.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", "data", type=click.Path(path_type=Path), required=True,
+              help="Dataset YAML of the new step (as for increment).")
+@click.option("--methods", default="reminder,dkd,mib", show_default=True,
+              help="Comma-separated candidates, e.g. reminder,dkd,dkd+csw,mib,plop.")
+@click.option("--holdout", type=float, default=0.2, show_default=True,
+              help="Share of the new training images held out of training to score the candidates on.")
+@click.option("--budget", type=float, default=None, metavar="SECONDS",
+              help="Time for the whole comparison; candidates that would not fit are skipped.")
+@click.option("--no-keep", is_flag=True, help="Only compare: do not make the best step the run's next step.")
+@training_options
+def compare(run: Path, data: Path, methods: str, holdout: float, budget: float | None, no_keep: bool,
+            **values) -> None:
+    """Train the next step of RUN with each method, score them on validation data, keep the best.
+
+    The candidates learn the same classes from the same previous step, without the held-out
+    share of the new images; they are scored on the earlier steps' val images and that share
+    (never the new YAML's val set) with a per-class table. Run again to resume."""
+    from reminder.train.compare import compare_methods
+
+    _threads(values.pop("threads"))
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS or m == "joint"]
+    if unknown:
+        raise ReminderError(f"--methods: unknown method {unknown[0]!r}; choose from "
+                            f"{', '.join(m for m in METHODS if m != 'joint')}")
+    compare_methods(run, data, methods=names, holdout=holdout, budget=budget, keep=not no_keep,
+                    progress=not values["quiet"], log=say, **_common(values))
 
 
 @click.command("eval")

@@ -130,8 +130,10 @@ def run_colors(datasets: Sequence[DataYaml]) -> tuple[tuple[int, int, int], ...]
 
 def load_increments(paths: Sequence[str | Path], *, mode: str = "overlap", test_protocol: str = "reminder",
                     cache_dir: str | Path | None = None, validation: float = 0.0,
-                    progress: bool = False) -> IncrementalData:
-    """Read the YAMLs of a run's steps, check that each extends the previous, index the masks."""
+                    progress: bool = False, holdouts: Sequence[float] = ()) -> IncrementalData:
+    """Read the YAMLs of a run's steps, check that each extends the previous, index the masks.
+    ``holdouts[t]`` > 0 keeps that share of step t's training images out of its training
+    (:func:`holdout_samples`: what ``reminder compare`` scores the candidates on)."""
     from reminder.data.splits import carve_validation
 
     if not paths:
@@ -147,6 +149,8 @@ def load_increments(paths: Sequence[str | Path], *, mode: str = "overlap", test_
     for data in datasets:
         reader = data.mask_reader()
         train = data.samples("train")
+        if len(holdouts) > len(train_sets) and holdouts[len(train_sets)] > 0:
+            train = holdout_samples(data, holdouts[len(train_sets)])[0]
         index = build_class_index(train, num_classes=data.num_classes, cache_dir=cache_dir, progress=progress,
                                   mask_reader=reader)
         if validation > 0:
@@ -189,3 +193,11 @@ def union_val_dataset(paths: Sequence[str | Path], class_names: Sequence[str], n
         parts.append(SegmentationDataset(data.samples("val"), num_classes=data.num_classes, label_lut=lut,
                                          transform=transform, mask_reader=data.mask_reader()))
     return torch.utils.data.ConcatDataset(parts)
+
+
+def holdout_samples(data, share: float):
+    """``(kept, held out)``: the training images of ``data`` (a :class:`DataYaml`) split by a
+    stable hash of their ids, about ``share`` held out (the same images on every machine)."""
+    from reminder.data.splits import carve_validation
+
+    return carve_validation(data.samples("train"), share)

@@ -58,6 +58,7 @@ class TrainConfig:
     pseudo_floor: float = 0.001
     pseudo_thresholds: str = "reference"  # "reference": the reference code's scale and loop; "median": true median
     validation: float = 0.0  # > 0: evaluate on that share of the training images, carved out (not the test set)
+    holdout: float = 0.0  # an own-data step: that share of its training images is kept out (reminder compare)
     csw_weight: float = 0.5
     csw_temperature: float = 3.0
     csw_delta: float = 0.0
@@ -217,6 +218,9 @@ def _check_values(values: dict) -> None:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise ReminderError(f"--{name.replace('_', '-')} must be a whole number of at least {low}, got {value!r}")
+    if not 0 <= values.get("holdout", 0.0) < 1:
+        raise ReminderError(f"holdout must be a share of the step's training images in [0, 1), got "
+                            f"{values['holdout']!r}")
     if not 0 <= values.get("validation", 0.0) < 1:
         raise ReminderError(f"validation must be a share of the training images in [0, 1), got "
                             f"{values['validation']!r}")

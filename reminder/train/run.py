@@ -291,7 +291,8 @@ def load_run_data(config: TrainConfig, *, cache_dir, progress: bool = False, dat
         from reminder.data.increments import load_increments
 
         return load_increments(data or config.data, mode=config.mode, test_protocol=config.test_protocol,
-                               cache_dir=cache_dir, validation=config.validation, progress=progress)
+                               cache_dir=cache_dir, validation=config.validation, progress=progress,
+                               holdouts=[config.for_step(t).holdout for t in range(len(config.data))])
     return load_scenario(config.dataset, config.root, config.setting, mode=config.mode, order=config.order,
                          test_protocol=config.test_protocol, other_as_background=config.other_as_background,
                          cache_dir=cache_dir, validation=config.validation, progress=progress)
