@@ -6,8 +6,8 @@ step-0 models; ``joint`` trains every class at once (the upper bound). Every run
 where it stopped: run the same command again after an interruption. ``--parallel N`` runs
 N seeds at once in child processes (one torch thread each). Writes the run folders and a
 report under ``--out`` and prints one JSON object with every run's final metrics, the mean
-and standard deviation per method, the paired REMINDER - PLOP difference per seed, and
-each method's similarity-driven forgetting.
+and standard deviation per method, the paired differences per seed (REMINDER - PLOP,
+DKD - REMINDER, DKD+CSW - DKD, ...), and each method's similarity-driven forgetting.
 
     python benchmarks/synthvoc.py --out runs/synthvoc-15-1 --backbone tiny --settings 15-1 \
         --methods finetune mib plop reminder --seeds 0 1 2 --parallel 2
@@ -72,12 +72,20 @@ def summarise(rows: list[dict], out: Path) -> dict:
         summary["similarity_forgetting"][f"{setting} {method}"] = {
             k: float(np.nanmean([v for v in values if v is not None])) for k, values in drops.items() if values}
     by_seed = {(r["setting"], r["method"], r["seed"]): r for r in rows}
+    summary["paired"] = {}
     for (setting, method, seed), r in sorted(by_seed.items()):
-        plop = by_seed.get((setting, "plop", seed))
-        if method == "reminder" and plop is not None:
-            summary["paired_reminder_minus_plop"].append(
-                {"setting": setting, "seed": seed} | {m: r[m] - plop[m] for m in ("old", "new", "all", "avg")})
+        for first, second in PAIRS:
+            other = by_seed.get((setting, second, seed))
+            if method == first and other is not None:
+                difference = {m: r[m] - other[m] for m in ("old", "new", "all", "avg")}
+                difference = {"setting": setting, "seed": seed} | difference
+                summary["paired"].setdefault(f"{first} - {second}", []).append(difference)
+    summary["paired_reminder_minus_plop"] = summary["paired"].get("reminder - plop", [])
     return summary
+
+
+# the paired differences reported when both runs of a seed exist (same step-0 model)
+PAIRS = (("reminder", "plop"), ("dkd", "reminder"), ("dkd+csw", "dkd"), ("dkd", "mib"), ("dkd", "plop"))
 
 
 def _child(args, seed: int) -> None:

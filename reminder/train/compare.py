@@ -242,8 +242,9 @@ def comparison_lines(comparison: dict) -> list[str]:
         lines.append(f"{label:<{width}}" + "".join(f" {pct(r[key]):>9}" for r in rows))
     lines.append(f"{'seconds':<{width}}" + "".join(f" {r['seconds']:>9.0f}" for r in rows))
     chosen = comparison["chosen"]
-    lines.append(f"recommended: {chosen} (all {pct(max(r['all'] for r in rows)).strip()}, "
-                 f"{100 * comparison['margin']:.1f} points ahead of the next)")
+    ahead = (f"{100 * comparison['margin']:.1f} points ahead of the next" if len(rows) > 1
+             else "the only candidate scored")
+    lines.append(f"recommended: {chosen} (all {pct(max(r['all'] for r in rows)).strip()}, {ahead})")
     if comparison["margin"] < 0.01 and len(rows) > 1:
         lines.append("the margin is under a point: on this validation set the methods are level")
     if comparison["not_learnt"].get(chosen):
