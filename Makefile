@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 # torch and torchvision are pinned to the releases this workplace has on disk; override
 # TORCH= to install others (e.g. a CPU-only wheel index on your own machine).
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= train,export,runtime,fleet,openvino,dev
-STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(EXTRAS)' | cksum | cut -d' ' -f1)
+EXTRAS ?= train,export,runtime,fleet,openvino,triton,dev
+# Triton's CPU server (the nvidia-pytriton wheel's tritonserver, without its Python deps, which
+# pin numpy<2) and the packages its Python backend runs with (numpy<2 and onnxruntime, apart)
+PYTRITON ?= nvidia-pytriton==0.7.0
+STAMP := $(VENV)/.installed-$(shell echo '$(TORCH) $(EXTRAS) $(PYTRITON)' | cksum | cut -d' ' -f1)
 
 .PHONY: demo test setup clean gpu-check
 
@@ -17,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q --no-deps $(PYTRITON)
+	$(PY) -m pip install -q --target $(VENV)/triton-site 'numpy<2' "onnxruntime==$$($(PY) -c 'import onnxruntime; print(onnxruntime.__version__)')"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -22,15 +22,16 @@ ALLOWED = {
     "bundle": {"errors", "io", "contracts"},
     "runtime": {"errors", "io", "bundle", "contracts"},
     "fleet": {"errors", "io", "bundle", "runtime", "contracts"},
+    "serving": {"errors", "io", "bundle", "runtime", "contracts"},
     "data": BASE,
     "models": BASE,
     "train": BASE | {"data", "models"},
     "export": BASE | {"data", "models", "train", "bundle", "runtime"},
     "update": BASE | {"data", "models", "train", "export", "bundle", "runtime"},
     "demo": BASE | {"data", "models", "train", "export", "bundle", "runtime", "update", "fleet"},
-    "cli": BASE | {"data", "models", "train", "export", "bundle", "runtime", "update", "fleet", "demo"},
+    "cli": BASE | {"data", "models", "train", "export", "bundle", "runtime", "update", "fleet", "serving", "demo"},
 }
-TORCH_FREE = ("contracts", "bundle", "runtime", "fleet", "errors", "io", "progress", "cli")
+TORCH_FREE = ("contracts", "bundle", "runtime", "fleet", "serving", "errors", "io", "progress", "cli")
 # torch-free rooms' modules that load torch inside a function, for the backends that run on
 # it (TorchScript, AOTInductor, the TensorRT engine's GPU buffers) and only when opened
 LAZY_TORCH = {"runtime/backends.py", "runtime/engines.py"}

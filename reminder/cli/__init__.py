@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from reminder.cli import data, demo, export, fleet, run, train, update
+from reminder.cli import data, demo, export, fleet, run, train, triton, update
 from reminder.cli.common import ReminderGroup
 
 
@@ -17,7 +17,7 @@ def main() -> None:
 
 for command in (demo.demo, data.data, train.train, train.increment, train.compare, train.eval_, train.report,
                 export.export, export.bundle,
-                run.run_command, run.bench_command, update.update_command, fleet.fleet):
+                run.run_command, run.bench_command, update.update_command, fleet.fleet, triton.triton):
     main.add_command(command)
 
 __all__ = ["main"]

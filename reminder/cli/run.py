@@ -67,7 +67,7 @@ def _stop_on_sigterm(stream):
 
 
 @click.command("run")
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path), required=False)
 @click.option("--source", "sources", multiple=True, required=True,
               help="Camera index or /dev/videoN, video file, rtsp:// or http:// URL, GStreamer pipeline, image "
                    "folder or glob. Repeat for several sources (batched together).")
@@ -78,8 +78,11 @@ def _stop_on_sigterm(stream):
                    "(label PNGs), stats (stats.jsonl). Default with --out: video,stats.")
 @click.option("--view", type=click.Choice(["overlay", "mask", "both"]), default="overlay", show_default=True)
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity, 0..1.")
-@click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt", "torchscript", "aoti"]),
-              default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "ort", "openvino", "trt", "torchscript", "aoti", "triton"]),
+              default="auto", show_default=True,
+              help="triton: send the frames to a Triton server (--url, --model) instead of running BUNDLE here.")
+@click.option("--url", default=None, help="With --backend triton: http://HOST:8000 or grpc://HOST:8001.")
+@click.option("--model", default=None, help="With --backend triton: the model's name on the server.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", show_default=True,
               help="int8: the bundle's INT8 artifact; bf16: its FP32 model computed in bf16 (openvino); auto: "
                    "INT8 on a CPU when the bundle has one.")
@@ -95,18 +98,28 @@ def _stop_on_sigterm(stream):
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Switch to the bundle when it is replaced (an install's `current`).")
 @click.option("--quiet", is_flag=True, help="No status line.")
-def run_command(bundle, sources, out, save, view, alpha, backend, precision, size, resize, batch, threads, live,
-                max_frames,
-                retries, watch, quiet) -> None:
-    """Segment camera streams, videos or images with a bundle (or an install folder)."""
+def run_command(bundle, sources, out, save, view, alpha, backend, url, model, precision, size, resize, batch,
+                threads, live, max_frames, retries, watch, quiet) -> None:
+    """Segment camera streams, videos or images with a bundle (or an install folder), or with
+    a model served by Triton (--backend triton --url URL --model NAME)."""
     from reminder.runtime.stream import Stream
 
     saves = parse_list(save, "--save") if save else (["video", "stats"] if out else [])
+    served = {}
+    if backend == "triton":
+        if not url or not (model or bundle):
+            raise ReminderError("--backend triton needs --url (http://HOST:8000) and --model (the model's name)")
+        bundle, served = model or str(bundle), {"url": url}
+    elif bundle is None:
+        raise ReminderError("give the BUNDLE to run (a bundle folder, its .tar, or an install folder)")
+    elif url or model:
+        raise ReminderError("--url and --model go with --backend triton")
     line = _StatusLine(not quiet)
+    options = {"threads": threads} if backend != "triton" else {}
     stream = Stream(bundle, sources, out=out, save=saves, view=view, alpha=alpha, batch=batch,
                     live=True if live else None, watch=watch, max_frames=max_frames, retries=retries,
                     on_status=line.status, log=line.log, backend=backend, precision=precision,
-                    size=parse_size(size) if size else None, resize=resize, threads=threads)
+                    size=parse_size(size) if size else None, resize=resize, **options, **served)
     line.log(f"{stream.predictor.version}: {len(stream.predictor.classes)} classes on {stream.predictor.backend_name}; "
              f"sources: {', '.join(s.description for s in stream.sources)}")
     with _stop_on_sigterm(stream):  # systemd and Docker stop services with SIGTERM: finish the outputs

@@ -62,7 +62,9 @@ class Predictor:
     ``bundle``: a bundle folder, its ``.tar``, or an install folder holding ``current``.
     ``size``: the network input ``(height, width)`` (default: the manifest's input size).
     ``color``: channel order of the frames given (``"bgr"`` as OpenCV reads them, or ``"rgb"``).
-    ``backend``: ``auto``, ``ort``, ``openvino``, ``trt``, ``torchscript`` or ``aoti``.
+    ``backend``: ``auto``, ``ort``, ``openvino``, ``trt``, ``torchscript`` or ``aoti``; or
+    ``triton`` with ``url=`` (``http://HOST:8000`` or ``grpc://HOST:8001``): ``bundle`` is
+    then the model's name on that Triton server, and :meth:`refresh` follows its versions.
     ``precision``: ``fp32``, ``int8`` (the bundle's ``onnx-int8`` artifact, or an INT8
     engine) or ``auto`` (INT8 on a CPU when the bundle has it, else FP32).
     Backend options (``threads``, ``providers``, ``device``, ...) go to the backend.
@@ -76,14 +78,22 @@ class Predictor:
             raise ReminderError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
         if color not in ("bgr", "rgb"):
             raise ReminderError(f"color must be 'bgr' or 'rgb', got {color!r}")
-        source = resolve_bundle(bundle)
-        if workdir is None and source.is_file():
-            # a .tar is unpacked into a folder of its own, removed with this predictor
-            workdir = tempfile.mkdtemp(prefix="reminder-bundle-")
-            weakref.finalize(self, shutil.rmtree, workdir, True)
-        self.path, self.manifest = open_bundle(source, workdir)
-        self.backend = select_backend(self.path, self.manifest, backend, precision=precision, log=log,
-                                      **backend_options)
+        if backend == "triton":  # ``bundle`` names the model on the server at ``url``
+            from reminder.runtime.triton import TritonBackend
+
+            self.path = None
+            self.backend = TritonBackend(backend_options.get("url"), str(bundle), log=log,
+                                         timeout=backend_options.get("timeout", 10.0))
+            self.manifest = self.backend.manifest
+        else:
+            source = resolve_bundle(bundle)
+            if workdir is None and source.is_file():
+                # a .tar is unpacked into a folder of its own, removed with this predictor
+                workdir = tempfile.mkdtemp(prefix="reminder-bundle-")
+                weakref.finalize(self, shutil.rmtree, workdir, True)
+            self.path, self.manifest = open_bundle(source, workdir)
+            self.backend = select_backend(self.path, self.manifest, backend, precision=precision, log=log,
+                                          **backend_options)
         self.precision = getattr(self.backend, "precision", "fp32")
         spec = self.manifest.input
         if size is None:
@@ -97,13 +107,26 @@ class Predictor:
         self.resize, self.color, self.with_confidence = resize, color, confidence
         self.max_batch = check_profile(getattr(self.backend, "profile", None), self.size, resize,
                                        getattr(self.backend, "path", self.path))
-        self.output_kind = self.manifest.outputs.kind
-        self.classes = self.manifest.classes
+        self._take_manifest(self.manifest)
+
+    def _take_manifest(self, manifest) -> None:
+        self.manifest = manifest
+        self.output_kind = manifest.outputs.kind
+        self.classes = manifest.classes
         self.names = list(self.classes.names)
-        self.version = self.manifest.version
+        self.version = manifest.version
         rgb = np.array(self.classes.colors, dtype=np.uint8).reshape(-1, 3)
         self.colors = rgb  # RGB, for label PNGs
-        self.palette = rgb if color == "rgb" else np.ascontiguousarray(rgb[:, ::-1])
+        self.palette = rgb if self.color == "rgb" else np.ascontiguousarray(rgb[:, ::-1])
+
+    def refresh(self) -> bool:
+        """A served model (``backend="triton"``): move to the server's newest version, with its
+        classes, when there is one; True when it moved. Other backends: False."""
+        refresh = getattr(self.backend, "refresh", None)
+        if refresh is None or not refresh():
+            return False
+        self._take_manifest(self.backend.manifest)
+        return True
 
     def close(self) -> None:
         """Release the backend's native resources now (a backend without any keeps them to

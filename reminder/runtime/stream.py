@@ -164,7 +164,14 @@ class Stream:
         self.batch_timeout, self.queue_depth = batch_timeout, queue_depth
         self.retries, self.backoff = retries, backoff
         self.max_frames = max_frames
-        self.reloader = Reloader(self.bundle, self._make, reload_interval, log) if watch else None
+        self.served = predictor_options.get("backend") == "triton"  # a model on a Triton server
+        self.reloader = None
+        if watch and self.served:
+            from reminder.runtime.triton import TritonWatcher
+
+            self.reloader = TritonWatcher(str(bundle), self._make, reload_interval, lambda: self.predictor)
+        elif watch:
+            self.reloader = Reloader(self.bundle, self._make, reload_interval, log)
         self.on_result, self.on_status = on_result, on_status
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -266,7 +273,7 @@ class Stream:
                 predictor = self.predictor
                 began = time.monotonic()
                 try:
-                    predictions = predictor.predict([f.image for f in frames])
+                    predictions = self._predict(predictor, [f.image for f in frames])
                     failures = 0
                 except Exception as error:  # logged and skipped; repeated failure is fatal
                     failures += 1
@@ -317,6 +324,14 @@ class Stream:
             error = writer_errors[0]
             raise error if isinstance(error, ReminderError) else ReminderError(f"writing outputs failed: {error}")
         return self.summary
+
+    def _predict(self, predictor: Predictor, images: list) -> list:
+        if not self.served:
+            return predictor.predict(images)
+        from reminder.runtime.triton import predict_with_backoff
+
+        return predict_with_backoff(predictor, images, retries=self.retries, backoff=self.backoff, log=self.log,
+                                    stopping=self.stopping)
 
     def _valid(self, frames: list[Frame]) -> list[Frame]:
         valid = []

@@ -1,0 +1,1 @@
+"""Serving bundles with Triton Inference Server: a model repository of bundles, the server, DeepStream."""
