@@ -112,7 +112,15 @@ class TritonBackend:
             result = self.client.infer(self.model, [request], model_version=str(self.version), outputs=outputs)
         except Exception as error:  # tritonclient raises its own exception types, and OSError
             raise self._say("inference", error) from None
-        return {"labels": result.as_numpy("labels"), "confidence": result.as_numpy("confidence")}
+        labels, confidence = result.as_numpy("labels"), result.as_numpy("confidence")
+        expected = (batch.shape[0], *batch.shape[2:])
+        if labels is None or labels.shape != expected or (confidence is not None and confidence.shape != expected):
+            raise ReminderError(f"Triton at {self.url} (model {self.model} version {self.version}) answered labels "
+                                f"of shape {None if labels is None else labels.shape}, not {expected}")
+        if labels.size and int(labels.max()) >= len(self.manifest.classes):
+            raise ReminderError(f"Triton at {self.url} (model {self.model} version {self.version}) answered class "
+                                f"{int(labels.max())}, but that version has {len(self.manifest.classes)} classes")
+        return {"labels": labels, "confidence": confidence}
 
     def close(self) -> None:
         client = getattr(self.local, "client", None)

@@ -38,9 +38,13 @@ def test_compare_scores_candidates_on_held_out_data_and_keeps_the_best(warehouse
     assert all(r["validation_images"] > 6 for r in rows.values())  # day 1's val images and day 2's held-out share
     trained = (run / "compare" / "step1" / "dkd" / "step1" / "model.safetensors").stat().st_mtime_ns
 
-    again = CliRunner().invoke(main, ["compare", str(run), "--data", str(day2), "--methods", "reminder,dkd", *QUICK])
+    # increment --method auto: compare with the defaults (reminder, dkd, mib); the two scored
+    # candidates are resumed, not trained again, and the best is kept
+    again = CliRunner().invoke(main, ["increment", str(run), "--data", str(day2), "--method", "auto", *QUICK])
     assert again.exit_code == 0, again.output
     assert (run / "compare" / "step1" / "dkd" / "step1" / "model.safetensors").stat().st_mtime_ns == trained
+    comparison = json.loads((run / "compare" / "step1" / "comparison.json").read_text())
+    assert {r["method"] for r in comparison["candidates"]} == {"reminder", "dkd", "mib"}
     chosen = comparison["chosen"]
     config = json.loads((run / "config.json").read_text())
     assert config["increments"][0]["method"] == chosen and config["increments"][0]["holdout"] == 0.2
