@@ -88,6 +88,41 @@ def summarise(rows: list[dict], out: Path) -> dict:
 PAIRS = (("reminder", "plop"), ("dkd", "reminder"), ("dkd+csw", "dkd"), ("dkd", "mib"), ("dkd", "plop"))
 
 
+def plot_method_forgetting(summary: dict, path: Path) -> Path | None:
+    """Per method: the mean IoU drop per step of the old classes most similar to the new ones
+    (by prototypes) beside the other old classes', and the final all-mIoU, over the seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = [k for k in summary["similarity_forgetting"] if "prototypes_similar" in summary["similarity_forgetting"][k]]
+    if not keys:
+        return None
+    names = [k.split(" ", 1)[1] for k in keys]
+    similar = [100 * summary["similarity_forgetting"][k]["prototypes_similar"] for k in keys]
+    other = [100 * summary["similarity_forgetting"][k]["prototypes_other"] for k in keys]
+    final = [100 * summary["methods"][k]["all"]["mean"] for k in keys]
+    spread = [100 * (summary["methods"][k]["all"]["std"] or 0) for k in keys]
+    x = np.arange(len(keys))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.bar(x - 0.2, similar, 0.4, label="3 old classes most similar to the new ones")
+    left.bar(x + 0.2, other, 0.4, label="the other old classes")
+    left.set_xticks(x, names)
+    left.set_ylabel("IoU drop per step (points)")
+    left.set_title("Forgetting by similarity (prototypes)")
+    left.legend(fontsize=8)
+    right.bar(x, final, 0.6, yerr=spread, capsize=4, color="tab:green")
+    right.set_xticks(x, names)
+    right.set_ylabel("final all-mIoU (%)")
+    right.set_title(f"After the last step ({len(summary['methods'][keys[0]]['seeds'])} seeds, mean ± std)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def _child(args, seed: int) -> None:
     """This script for one seed, in a child process with one torch thread."""
     import subprocess
@@ -147,12 +182,14 @@ def main() -> None:
     if args.no_report:
         return
     report = write_report(runs, args.out / "report")
+    summary = summarise(rows, args.out)
+    plot_method_forgetting(summary, args.out / "report" / "method_forgetting.png")
     print(json.dumps({
         "benchmark": "synthvoc_table1", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__,
         "images": args.images, "size": args.size, "backbone": args.backbone, "epochs": args.epochs,
         "epochs_next": args.epochs_next, "overrides": args.set, "report": str(report), "runs": rows,
-        "summary": summarise(rows, args.out)}, indent=2))
+        "summary": summary}, indent=2))
 
 
 if __name__ == "__main__":
