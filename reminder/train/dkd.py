@@ -84,10 +84,9 @@ def csw_sigmoid_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, l
 
     For a pixel of new class u, old class v (``1..K_old-1``) gets REMINDER's weight
     ``s_uv`` (the softmax over the old classes of the cosine between u's batch prototype
-    and v's stored prototype), scaled by ``K_old - 1`` so that equal weights give every class
-    1. The term is ``T^2 * mean_new_pixels sum_v (K_old - 1) s_uv BCE(z_v / T, sigmoid(t_v / T))``:
-    with equal weights and T = 1 it is the KD term restricted to the new pixels; with
-    REMINDER's weights the old classes that look like the new one are held hardest.
+    and v's stored prototype; the weights of a pixel sum to 1, as REMINDER's re-weighted
+    target does). The term is ``T^2 * mean_new_pixels sum_v s_uv BCE(z_v / T, sigmoid(t_v / T))``:
+    each old class's binary distillation, weighted by how much it looks like the new class.
     """
     num_old, num_all = teacher_logits.shape[1], student_logits.shape[1]
     weighted = similarity_weights(features, labels, old_prototypes, num_old=num_old, num_all=num_all,
@@ -99,4 +98,4 @@ def csw_sigmoid_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, l
         target = (teacher_logits.permute(0, 2, 3, 1)[new_pixels][:, 1:num_old].float() / temperature).sigmoid()
     student = student_logits.permute(0, 2, 3, 1)[new_pixels][:, 1:num_old].float() / temperature
     per_class = F.binary_cross_entropy_with_logits(student, target, reduction="none")
-    return temperature ** 2 * (per_class * pixel_weights * (num_old - 1)).sum() * scale
+    return temperature ** 2 * (per_class * pixel_weights).sum() * scale

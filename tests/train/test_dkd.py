@@ -71,7 +71,7 @@ def test_csw_sigmoid_kd_weighs_each_old_class_by_its_similarity_to_the_new_one()
     got = D.csw_sigmoid_kd(student, teacher, labels, features, prototypes, temperature=T)
     # new prototype (1, 0, 0): cosine 1 with class 1, 0 with class 2; softmax over classes 1 and 2
     s1, s2 = math.e / (math.e + 1), 1 / (math.e + 1)
-    expected = T ** 2 * 2 * (s1 * bce(1.0 / T, sig(2.0 / T)) + s2 * bce(-1.0 / T, sig(-3.0 / T)))
+    expected = T ** 2 * (s1 * bce(1.0 / T, sig(2.0 / T)) + s2 * bce(-1.0 / T, sig(-3.0 / T)))
     assert got.item() == pytest.approx(expected, rel=1e-5)
     assert D.csw_sigmoid_kd(student, teacher, torch.zeros_like(labels), features, prototypes).item() == 0.0
 
