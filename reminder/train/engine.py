@@ -64,8 +64,8 @@ class Outcome:
 @dataclass
 class Engine:
     """SGD over ``model``'s trainable parameters through ``optimizer``, for ``total``
-    iterations at most (``time_budget`` seconds at most, when given), with a poly LR from
-    ``lr``. ``epoch`` is set by the batches' source for the history record; ``on_iteration``
+    iterations at most (``time_budget`` seconds at most, when given, but one iteration at
+    least), with a poly LR from ``lr``. ``epoch`` is set by the batches' source for the history record; ``on_iteration``
     (the speed check) is called after each iteration with the count done."""
 
     model: nn.Module
@@ -92,7 +92,10 @@ class Engine:
         for batch in batches:
             if self.iteration >= self.total:
                 break
-            if self.time_budget is not None and time.perf_counter() - started >= self.time_budget:
+            # at least one step, even when the budget ran out before training (a feature cache
+            # on a busy machine): untrained new classes tie with the class they were copied from
+            if (self.time_budget is not None and self.iteration > 0
+                    and time.perf_counter() - started >= self.time_budget):
                 stopped_by = "time budget"
                 break
             step_lr = poly_lr(self.lr, self.iteration, self.total, self.lr_power)
