@@ -124,10 +124,15 @@ def _link_earlier_steps(run: Path, folder: Path, step: int) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(source.iterdir()):
             if path.is_file() and not (target / path.name).exists():
-                try:
-                    os.link(path, target / path.name)
-                except OSError:
-                    shutil.copy2(path, target / path.name)
+                _link_or_copy(path, target / path.name)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (the step files are never modified in place), a copy where links fail."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def score_candidate(run: Path, folder: Path, step: int, *, progress: bool = False) -> dict:
@@ -264,10 +269,7 @@ def _adopt(run: Path, candidate: Path, config, step: int) -> None:
     staging.mkdir()
     for path in sorted(source.iterdir()):
         if path.is_file():
-            try:
-                os.link(path, staging / path.name)
-            except OSError:
-                shutil.copy2(path, staging / path.name)
+            _link_or_copy(path, staging / path.name)
     os.replace(staging, target)
     atomic_write_text(run / "config.json", json.dumps(dataclasses.replace(config, out=str(run)).to_json(), indent=2))
     write_results(run)

@@ -15,6 +15,7 @@ started again gives the same results as one that was not.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import time
 from pathlib import Path
@@ -144,10 +145,9 @@ class ScenarioRunner:
                                         outputs=self.method.outputs).to(self.device)
             else:  # a previous step with the other outputs is converted, its predictions unchanged
                 model = load_model(self.step_dir(step - 1), self.device)[0].convert_outputs(self.method.outputs)
-                model.add_classes(scenario.classes_per_step()[step], init=self.method.head_init)
                 if self.method.needs_teacher_outputs or self.method.fisher:  # EWC anchors on its weights
-                    teacher = load_model(self.step_dir(step - 1), self.device)[0]
-                    state.teacher = freeze(teacher.convert_outputs(self.method.outputs))
+                    state.teacher = freeze(copy.deepcopy(model))  # the previous step, loaded once
+                model.add_classes(scenario.classes_per_step()[step], init=self.method.head_init)
             stats = self._train(model, state)
             if self.dist.is_main:
                 save_model(step_dir, model, self.meta(step))

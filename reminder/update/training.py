@@ -64,8 +64,10 @@ def bundle_method(model: dict, *, csw_kd: bool) -> str:
     """The method an update of a bundle learns with: the one its manifest's ``model`` records
     (``method``, or sigmoid ``outputs``): DKD for a DKD bundle, else REMINDER; without CSW-KD,
     DKD alone or PLOP."""
+    from reminder.train.config import DKD_METHODS
+
     recorded = str(model.get("method", "")).split(",")[0].strip()
-    if recorded in ("dkd", "dkd+csw") or model.get("outputs") == "sigmoid":
+    if recorded in DKD_METHODS or model.get("outputs") == "sigmoid":
         return "dkd+csw" if csw_kd else "dkd"
     return "reminder" if csw_kd else "plop"
 
